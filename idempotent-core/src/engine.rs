@@ -1,0 +1,597 @@
+//! The claim → run → complete/release state machine shared by every entry point.
+
+use std::cell::Cell;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::key::Fingerprint;
+use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId};
+
+/// How long to wait between claims while another owner holds the key, at first and at most.
+/// Stores that implement [`IdempotencyStore::wait_for_change`] wake waiters sooner.
+const FIRST_BACKOFF: Duration = Duration::from_millis(2);
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The first byte of a stored payload: format version 1, then whether it holds a success or a
+/// cached error, followed by the value as JSON. A persisted format, pinned by golden tests.
+const PAYLOAD_OK_V1: u8 = 0x01;
+const PAYLOAD_ERR_V1: u8 = 0x02;
+
+/// What a call does when another call holds the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnInFlight {
+    /// Wait for the other call to finish and replay its result (bounded by the wait budget).
+    #[default]
+    Wait,
+    /// Fail at once with [`Error::InFlight`].
+    Reject,
+}
+
+/// What a call does when the store itself fails (connection lost, timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnStoreError {
+    /// Return [`Error::Store`]; the body does not run. The safe default.
+    #[default]
+    FailClosed,
+    /// Run the body without protection when the claim cannot be made, and return its result
+    /// even if it cannot be recorded. Duplicates arriving during the outage run again: choose
+    /// this only where a second execution is cheaper than an outage.
+    FailOpen,
+}
+
+/// Options for one idempotent call. `const`, so generated code builds them at compile time.
+///
+/// ```
+/// use std::time::Duration;
+/// use idempotent_core::{CallOptions, OnInFlight};
+///
+/// const OPTIONS: CallOptions = CallOptions::new()
+///     .ttl(Duration::from_secs(3600))
+///     .lease(Duration::from_secs(10))
+///     .on_in_flight(OnInFlight::Reject);
+/// assert_eq!(OPTIONS.ttl_duration(), Duration::from_secs(3600));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallOptions {
+    ttl: Duration,
+    lease: Duration,
+    wait_timeout: Option<Duration>,
+    on_in_flight: OnInFlight,
+    on_store_error: OnStoreError,
+    cache_errors: bool,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CallOptions {
+    /// Defaults: ttl 24 hours, lease 30 seconds, wait for in-flight calls up to one lease,
+    /// fail closed, errors not cached.
+    pub const fn new() -> Self {
+        CallOptions {
+            ttl: Duration::from_secs(24 * 60 * 60),
+            lease: Duration::from_secs(30),
+            wait_timeout: None,
+            on_in_flight: OnInFlight::Wait,
+            on_store_error: OnStoreError::FailClosed,
+            cache_errors: false,
+        }
+    }
+
+    /// How long a completed result is replayed.
+    pub const fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long a claim holds without a heartbeat. While the body runs, the claim is extended
+    /// every `lease / 3`; if the process dies, another caller takes over after `lease`.
+    pub const fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a call waits for an in-flight duplicate before failing with
+    /// [`Error::InFlight`]. Default: one lease.
+    pub const fn wait_timeout(mut self, wait: Duration) -> Self {
+        self.wait_timeout = Some(wait);
+        self
+    }
+
+    /// Wait for in-flight duplicates, or reject them.
+    pub const fn on_in_flight(mut self, policy: OnInFlight) -> Self {
+        self.on_in_flight = policy;
+        self
+    }
+
+    /// Fail closed (default) or open when the store is unavailable.
+    pub const fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// Whether `Err` results are stored and replayed too (default: they release the key, so a
+    /// retry runs again). Only [`Call::run_caching_errors`] can store errors.
+    pub const fn cache_errors(mut self, cache: bool) -> Self {
+        self.cache_errors = cache;
+        self
+    }
+
+    /// The configured ttl.
+    pub const fn ttl_duration(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The configured lease.
+    pub const fn lease_duration(&self) -> Duration {
+        self.lease
+    }
+
+    fn wait_budget(&self) -> Duration {
+        match self.wait_timeout {
+            Some(wait) => wait,
+            None => self.lease,
+        }
+    }
+}
+
+/// Whether a call ran its body or replayed a stored result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disposition {
+    /// The body ran in this call.
+    Executed,
+    /// The result was recorded by an earlier call and replayed.
+    Replayed,
+}
+
+/// A successful call's value and how it was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<T> {
+    /// The body's value, or the stored value of the call that ran it.
+    pub value: T,
+    /// Whether this call ran the body.
+    pub disposition: Disposition,
+}
+
+impl<T> Outcome<T> {
+    /// Whether the value was replayed from an earlier call.
+    pub fn is_replayed(&self) -> bool {
+        self.disposition == Disposition::Replayed
+    }
+
+    /// The value.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+}
+
+tokio::task_local! {
+    static OBSERVED: Cell<Option<Disposition>>;
+    static CURRENT_EPOCH: u64;
+}
+
+/// Runs `future` and reports whether the idempotent call it made ran or replayed.
+///
+/// `#[idempotent]` functions return the plain value, so a caller that needs to know (to set a
+/// header, to count replays) wraps the call. When `future` makes several idempotent calls, the
+/// one that finished last is reported; `None` means it made none.
+///
+/// ```
+/// use idempotent_core::{Disposition, Error, idempotent, observe};
+///
+/// #[idempotent(key = "id", namespace = "docs.observe")]
+/// async fn create(id: u64) -> Result<u64, Error> {
+///     Ok(id * 2)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let (first, how) = observe(create(7)).await;
+/// assert_eq!((first?, how), (14, Some(Disposition::Executed)));
+/// let (second, how) = observe(create(7)).await;
+/// assert_eq!((second?, how), (14, Some(Disposition::Replayed)));
+/// # Ok(())
+/// # }
+/// ```
+pub async fn observe<F: Future>(future: F) -> (F::Output, Option<Disposition>) {
+    OBSERVED
+        .scope(Cell::new(None), async move {
+            let output = future.await;
+            (output, OBSERVED.with(Cell::get))
+        })
+        .await
+}
+
+/// The fencing token of the claim the current idempotent body runs under, if any.
+///
+/// The epoch grows with every claim on a record, so a downstream system that remembers the
+/// highest epoch it has seen per key can refuse writes from a worker whose lease was taken over.
+pub fn current_epoch() -> Option<u64> {
+    CURRENT_EPOCH.try_with(|epoch| *epoch).ok()
+}
+
+fn report(disposition: Disposition) {
+    let _ = OBSERVED.try_with(|cell| cell.set(Some(disposition)));
+}
+
+/// One idempotent call, built step by step; the programmatic API the attribute expands to.
+///
+/// ```
+/// use idempotent_core::{Call, Error, MemoryStore};
+/// use idempotent_core::key::{Fingerprint, IdempotencyKey};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let store = MemoryStore::new();
+/// let key = IdempotencyKey::builder("payments.refund").part("payment-456").finish();
+/// let fingerprint = Fingerprint::builder().field("amount", &250u64).finish();
+///
+/// let refund = || async { Ok::<_, Error>(String::from("refund-1")) };
+/// let first = Call::new(&store, "payments.refund", key.as_str())
+///     .fingerprint(fingerprint)
+///     .run(refund())
+///     .await?;
+/// let second = Call::new(&store, "payments.refund", key.as_str())
+///     .fingerprint(fingerprint)
+///     .run(refund())
+///     .await?;
+/// assert!(!first.is_replayed());
+/// assert!(second.is_replayed());
+/// assert_eq!(first.value, second.value);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    store: &'a dyn IdempotencyStore,
+    scope: &'a str,
+    key: &'a str,
+    fingerprint: Fingerprint,
+    options: CallOptions,
+}
+
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("scope", &self.scope)
+            .field("key", &self.key)
+            .field("fingerprint", &self.fingerprint)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Call<'a> {
+    /// A call on `key` within `scope`, with no fingerprint and default options.
+    pub fn new(store: &'a dyn IdempotencyStore, scope: &'a str, key: &'a str) -> Self {
+        Call {
+            store,
+            scope,
+            key,
+            fingerprint: Fingerprint::NONE,
+            options: CallOptions::new(),
+        }
+    }
+
+    /// The request fingerprint: a retry with a different one fails with
+    /// [`Error::PayloadMismatch`].
+    pub fn fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, options: CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs `body` at most once per key and returns its value, or replays the stored value of
+    /// the call that ran it. An `Err` from the body releases the key, so a retry runs again.
+    pub async fn run<T, E, F>(self, body: F) -> Result<Outcome<T>, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+    {
+        self.execute::<T, E, F, OkOnly>(body).await
+    }
+
+    /// Like [`run`](Self::run), but when [`CallOptions::cache_errors`] is set an `Err` is
+    /// stored and replayed too.
+    pub async fn run_caching_errors<T, E, F>(self, body: F) -> Result<Outcome<T>, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + Serialize + DeserializeOwned,
+    {
+        if self.options.cache_errors {
+            self.execute::<T, E, F, OkAndErr>(body).await
+        } else {
+            self.execute::<T, E, F, OkOnly>(body).await
+        }
+    }
+
+    async fn execute<T, E, F, C>(self, body: F) -> Result<Outcome<T>, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        C: Codec<T, E>,
+    {
+        let Call {
+            store,
+            scope,
+            key,
+            fingerprint,
+            options,
+        } = self;
+        let request = ClaimRequest {
+            scope,
+            key,
+            fingerprint,
+            owner: OwnerId::new(),
+            lease: options.lease,
+            ttl: options.ttl,
+        };
+
+        let lease = match acquire(store, &request, &options).await {
+            Ok(Acquired::Lease(lease)) => lease,
+            Ok(Acquired::Replay(payload)) => {
+                report(Disposition::Replayed);
+                return match C::decode(scope, &payload)? {
+                    Ok(value) => Ok(Outcome {
+                        value,
+                        disposition: Disposition::Replayed,
+                    }),
+                    Err(error) => Err(error),
+                };
+            }
+            Err(error @ Error::Store { .. })
+                if options.on_store_error == OnStoreError::FailOpen =>
+            {
+                tracing::warn!(scope, key, %error, "idempotency store unavailable; running unprotected (fail-open)");
+                let value = body.await?;
+                report(Disposition::Executed);
+                return Ok(Outcome {
+                    value,
+                    disposition: Disposition::Executed,
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+
+        // From here until the result is recorded, a cancelled or panicking body releases the key.
+        let mut guard = ReleaseOnDrop {
+            store,
+            lease: &lease,
+            armed: true,
+        };
+        let result = with_heartbeat(
+            store,
+            &lease,
+            options.lease,
+            CURRENT_EPOCH.scope(lease.epoch(), body),
+        )
+        .await;
+        guard.armed = false;
+        report(Disposition::Executed);
+
+        match C::encode(&result) {
+            Some(Ok(payload)) => {
+                if let Err(error) = store.complete(&lease, payload, options.ttl).await {
+                    tracing::warn!(scope, key, epoch = lease.epoch(), %error, "body ran but its result was not recorded");
+                    let fail_open = options.on_store_error == OnStoreError::FailOpen
+                        && matches!(error, Error::Store { .. });
+                    if !fail_open {
+                        return Err(error.into());
+                    }
+                }
+            }
+            Some(Err(encode_error)) => {
+                release_quietly(store, &lease).await;
+                return Err(encode_error.into());
+            }
+            None => release_quietly(store, &lease).await,
+        }
+        result.map(|value| Outcome {
+            value,
+            disposition: Disposition::Executed,
+        })
+    }
+}
+
+enum Acquired {
+    Lease(Lease),
+    Replay(Bytes),
+}
+
+/// Claims until the key is ours or a stored result can be replayed, waiting out in-flight
+/// owners within the wait budget.
+async fn acquire(
+    store: &dyn IdempotencyStore,
+    request: &ClaimRequest<'_>,
+    options: &CallOptions,
+) -> Result<Acquired, Error> {
+    let started = Instant::now();
+    let budget = options.wait_budget();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match store.claim(request).await? {
+            Claim::Acquired(lease) => return Ok(Acquired::Lease(lease)),
+            Claim::Completed(record) => return Ok(Acquired::Replay(record.payload)),
+            Claim::PayloadMismatch => {
+                return Err(Error::PayloadMismatch {
+                    scope: request.scope.to_owned(),
+                });
+            }
+            Claim::InFlight { retry_after } => {
+                let waited = started.elapsed();
+                if options.on_in_flight == OnInFlight::Reject || waited >= budget {
+                    return Err(Error::InFlight { retry_after });
+                }
+                let pause = backoff
+                    .min(retry_after.max(Duration::from_millis(1)))
+                    .min(budget - waited);
+                store
+                    .wait_for_change(request.scope, request.key, pause)
+                    .await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Polls `body` and, alongside it, a heartbeat that extends the lease every `lease / 3`.
+async fn with_heartbeat<F: Future>(
+    store: &dyn IdempotencyStore,
+    lease: &Lease,
+    lease_for: Duration,
+    body: F,
+) -> F::Output {
+    let period = (lease_for / 3).max(Duration::from_millis(1));
+    let heartbeat = async {
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match store.extend(lease, lease_for).await {
+                Ok(()) => {}
+                Err(Error::LeaseLost) => {
+                    tracing::warn!(
+                        scope = lease.scope(),
+                        key = lease.key(),
+                        epoch = lease.epoch(),
+                        "lease lost while the body runs; its result will not be recorded"
+                    );
+                    // Nothing left to extend; completion will report LeaseLost.
+                    std::future::pending::<()>().await;
+                }
+                Err(error) => {
+                    tracing::warn!(scope = lease.scope(), key = lease.key(), %error, "heartbeat failed; retrying at the next beat");
+                }
+            }
+        }
+    };
+    let mut body = pin!(body);
+    let mut heartbeat = pin!(heartbeat);
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = body.as_mut().poll(cx) {
+            return Poll::Ready(output);
+        }
+        // The heartbeat loops forever, so it never completes and is never polled after
+        // completion.
+        let _ = heartbeat.as_mut().poll(cx);
+        Poll::Pending
+    })
+    .await
+}
+
+async fn release_quietly(store: &dyn IdempotencyStore, lease: &Lease) {
+    if let Err(error) = store.release(lease).await {
+        tracing::warn!(scope = lease.scope(), key = lease.key(), %error, "could not release the claim; it expires with its lease");
+    }
+}
+
+struct ReleaseOnDrop<'a> {
+    store: &'a dyn IdempotencyStore,
+    lease: &'a Lease,
+    armed: bool,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.release_in_background(self.lease.clone());
+        }
+    }
+}
+
+/// How a body's result becomes a stored payload and back.
+trait Codec<T, E> {
+    /// `None`: do not store this result (release the key instead).
+    fn encode(result: &Result<T, E>) -> Option<Result<Bytes, Error>>;
+    fn decode(scope: &str, payload: &[u8]) -> Result<Result<T, E>, Error>;
+}
+
+/// Stores successes only.
+struct OkOnly;
+/// Stores successes and errors.
+struct OkAndErr;
+
+fn encode_payload(tag: u8, value: &impl Serialize) -> Result<Bytes, Error> {
+    let mut buffer = BytesMut::with_capacity(64).writer();
+    buffer.get_mut().put_u8(tag);
+    serde_json::to_writer(&mut buffer, value).map_err(|source| Error::Encode {
+        source: source.into(),
+    })?;
+    Ok(buffer.into_inner().freeze())
+}
+
+fn decode_error(scope: &str, reason: impl Into<crate::error::BoxError>) -> Error {
+    Error::Decode {
+        scope: scope.to_owned(),
+        source: reason.into(),
+    }
+}
+
+fn decode_json<V: DeserializeOwned>(scope: &str, json: &[u8]) -> Result<V, Error> {
+    serde_json::from_slice(json).map_err(|source| decode_error(scope, source))
+}
+
+impl<T: Serialize + DeserializeOwned, E> Codec<T, E> for OkOnly {
+    fn encode(result: &Result<T, E>) -> Option<Result<Bytes, Error>> {
+        match result {
+            Ok(value) => Some(encode_payload(PAYLOAD_OK_V1, value)),
+            Err(_) => None,
+        }
+    }
+
+    fn decode(scope: &str, payload: &[u8]) -> Result<Result<T, E>, Error> {
+        match payload.split_first() {
+            Some((&PAYLOAD_OK_V1, json)) => decode_json(scope, json).map(Ok),
+            Some((&PAYLOAD_ERR_V1, _)) => Err(decode_error(
+                scope,
+                "the record holds a cached error, but this call does not cache errors",
+            )),
+            Some((tag, _)) => Err(decode_error(
+                scope,
+                format!("unknown payload format {tag:#04x}"),
+            )),
+            None => Err(decode_error(scope, "empty payload")),
+        }
+    }
+}
+
+impl<T, E> Codec<T, E> for OkAndErr
+where
+    T: Serialize + DeserializeOwned,
+    E: Serialize + DeserializeOwned,
+{
+    fn encode(result: &Result<T, E>) -> Option<Result<Bytes, Error>> {
+        Some(match result {
+            Ok(value) => encode_payload(PAYLOAD_OK_V1, value),
+            Err(error) => encode_payload(PAYLOAD_ERR_V1, error),
+        })
+    }
+
+    fn decode(scope: &str, payload: &[u8]) -> Result<Result<T, E>, Error> {
+        match payload.split_first() {
+            Some((&PAYLOAD_ERR_V1, json)) => decode_json(scope, json).map(Err),
+            _ => <OkOnly as Codec<T, E>>::decode(scope, payload),
+        }
+    }
+}

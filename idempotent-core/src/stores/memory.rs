@@ -1,0 +1,490 @@
+//! The in-memory store: the embedded default.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::key::Fingerprint;
+use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
+
+const DEFAULT_CAPACITY: usize = 1_000_000;
+const DEFAULT_SHARDS: usize = 64;
+/// A shard sweeps its expired records once it has grown past this many (and then past twice
+/// its size after the last sweep), so purging costs O(1) amortised per insert.
+const MIN_SWEEP_THRESHOLD: usize = 1024;
+
+/// An in-process [`IdempotencyStore`]: sharded hash maps behind short, synchronous locks.
+///
+/// Cheap to clone (clones share the records). Deadlines use tokio's clock, so tests with a
+/// paused clock control expiry. Records live in this process only: use a shared store when
+/// more than one instance serves the same keys, and a durable one when a restart must not
+/// forget completed work.
+///
+/// The store is bounded: when it holds `capacity` records and none has expired, a claim for a
+/// new key fails with [`Error::CapacityExceeded`]. Live records are never evicted, since an
+/// evicted record would let a duplicate run again. Expired records are removed lazily, by
+/// periodic sweeps as the store grows, and by [`purge_expired`](IdempotencyStore::purge_expired).
+///
+/// ```
+/// use idempotent_core::MemoryStore;
+///
+/// let store = MemoryStore::builder().capacity(10_000).shards(16).build();
+/// assert!(store.is_empty());
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Shard]>,
+    shard_hasher: RandomState,
+    capacity: usize,
+    len: AtomicUsize,
+}
+
+struct Shard {
+    state: Mutex<ShardState>,
+    changed: Notify,
+}
+
+struct ShardState {
+    records: HashMap<RecordKey, Entry>,
+    /// A lower bound on the earliest expiry in this shard: nothing expires before it.
+    next_expiry: Option<Instant>,
+    sweep_threshold: usize,
+}
+
+struct Entry {
+    fingerprint: Fingerprint,
+    epoch: u64,
+    expires_at: Instant,
+    state: EntryState,
+}
+
+enum EntryState {
+    InProgress {
+        owner: OwnerId,
+        lease_until: Instant,
+    },
+    Completed {
+        payload: Bytes,
+    },
+    Released,
+}
+
+/// Builder for [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryStoreBuilder {
+    capacity: usize,
+    shards: usize,
+}
+
+impl MemoryStoreBuilder {
+    /// The most records the store holds (in progress, completed and released). Default 1,000,000.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// How many independently locked shards to use, rounded up to a power of two. Default 64.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let shard_count = self.shards.clamp(1, 1 << 16).next_power_of_two();
+        let shards = (0..shard_count)
+            .map(|_| Shard {
+                state: Mutex::new(ShardState {
+                    records: HashMap::new(),
+                    next_expiry: None,
+                    sweep_threshold: MIN_SWEEP_THRESHOLD,
+                }),
+                changed: Notify::new(),
+            })
+            .collect();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards,
+                shard_hasher: RandomState::new(),
+                capacity: self.capacity,
+                len: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+impl Default for MemoryStoreBuilder {
+    fn default() -> Self {
+        MemoryStoreBuilder {
+            capacity: DEFAULT_CAPACITY,
+            shards: DEFAULT_SHARDS,
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("len", &self.len())
+            .field("capacity", &self.inner.capacity)
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default capacity (1,000,000 records) and 64 shards.
+    pub fn new() -> Self {
+        MemoryStoreBuilder::default().build()
+    }
+
+    /// Configures capacity and sharding.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
+    }
+
+    /// How many records are held, including expired ones not yet purged.
+    pub fn len(&self) -> usize {
+        self.inner.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The configured capacity.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    fn shard(&self, scope: &str, key: &str) -> &Shard {
+        let hash = self.inner.shard_hasher.hash_one((scope, key));
+        // The shard count is a power of two; the mask keeps the index in range.
+        let index = (hash as usize) & (self.inner.shards.len() - 1);
+        &self.inner.shards[index]
+    }
+
+    fn lock(shard: &Shard) -> MutexGuard<'_, ShardState> {
+        // A panic while holding the lock cannot leave a record half-written (every update is a
+        // single assignment), so a poisoned lock is still consistent.
+        shard
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Compare-and-set on a lease: runs `update` on the entry if it is still this lease's
+    /// in-progress claim, else fails with `LeaseLost`.
+    fn with_lease(
+        &self,
+        lease: &Lease,
+        update: impl FnOnce(&mut Entry, Instant),
+    ) -> Result<(), Error> {
+        let shard = self.shard(lease.scope(), lease.key());
+        let now = Instant::now();
+        {
+            let mut state = Self::lock(shard);
+            let entry = state
+                .records
+                .get_mut(&(lease.scope(), lease.key()) as &dyn KeyView)
+                .filter(|entry| entry.is_held_by(lease))
+                .ok_or(Error::LeaseLost)?;
+            update(entry, now);
+            let expires_at = entry.expires_at;
+            state.note_expiry(expires_at);
+        }
+        shard.changed.notify_waiters();
+        Ok(())
+    }
+
+    fn release_now(&self, lease: &Lease) -> Result<(), Error> {
+        self.with_lease(lease, |entry, _| entry.state = EntryState::Released)
+    }
+
+    fn purge_shard(&self, state: &mut ShardState, now: Instant) -> usize {
+        if state.next_expiry.is_none_or(|next| next > now) {
+            return 0;
+        }
+        let before = state.records.len();
+        let mut next_expiry: Option<Instant> = None;
+        state.records.retain(|_, entry| {
+            let keep = entry.expires_at > now;
+            if keep {
+                next_expiry =
+                    Some(next_expiry.map_or(entry.expires_at, |n| n.min(entry.expires_at)));
+            }
+            keep
+        });
+        state.next_expiry = next_expiry;
+        let removed = before - state.records.len();
+        self.inner.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    fn claim_at(&self, request: &ClaimRequest<'_>, now: Instant) -> Result<Claim, Error> {
+        let shard = self.shard(request.scope, request.key);
+        let lease_until = now + request.lease;
+        let expires_at = now + request.ttl.max(request.lease);
+        let in_progress = |epoch| Entry {
+            fingerprint: request.fingerprint,
+            epoch,
+            expires_at,
+            state: EntryState::InProgress {
+                owner: request.owner,
+                lease_until,
+            },
+        };
+        let acquired =
+            |epoch| Claim::Acquired(Lease::new(request.scope, request.key, request.owner, epoch));
+
+        let mut state = Self::lock(shard);
+        let lookup = (request.scope, request.key);
+        let claim = match state.records.get_mut(&lookup as &dyn KeyView) {
+            Some(entry) => match &mut entry.state {
+                // Past its ttl, or released: as good as absent, but the epoch keeps counting.
+                _ if entry.expires_at <= now => {
+                    let epoch = entry.epoch + 1;
+                    *entry = in_progress(epoch);
+                    acquired(epoch)
+                }
+                EntryState::Released => {
+                    let epoch = entry.epoch + 1;
+                    *entry = in_progress(epoch);
+                    acquired(epoch)
+                }
+                // Our own claim, retried (the first answer was lost): same epoch, fresh lease.
+                EntryState::InProgress {
+                    owner,
+                    lease_until: until,
+                } if *owner == request.owner => {
+                    *until = lease_until;
+                    entry.expires_at = entry.expires_at.max(lease_until);
+                    acquired(entry.epoch)
+                }
+                EntryState::InProgress {
+                    lease_until: until, ..
+                } if *until > now => {
+                    if entry.fingerprint != request.fingerprint {
+                        Claim::PayloadMismatch
+                    } else {
+                        Claim::InFlight {
+                            retry_after: *until - now,
+                        }
+                    }
+                }
+                // The owner stopped heartbeating: take over with a higher epoch.
+                EntryState::InProgress { .. } => {
+                    let epoch = entry.epoch + 1;
+                    *entry = in_progress(epoch);
+                    acquired(epoch)
+                }
+                EntryState::Completed { payload } => {
+                    if entry.fingerprint != request.fingerprint {
+                        Claim::PayloadMismatch
+                    } else {
+                        Claim::Completed(Record {
+                            payload: payload.clone(),
+                            epoch: entry.epoch,
+                        })
+                    }
+                }
+            },
+            None => {
+                if !self.try_reserve_slot() {
+                    self.purge_shard(&mut state, now);
+                    if !self.try_reserve_slot() {
+                        return Err(Error::CapacityExceeded {
+                            capacity: self.inner.capacity,
+                        });
+                    }
+                }
+                state
+                    .records
+                    .insert(RecordKey::new(request.scope, request.key), in_progress(1));
+                if state.records.len() >= state.sweep_threshold {
+                    self.purge_shard(&mut state, now);
+                    state.sweep_threshold = (state.records.len() * 2).max(MIN_SWEEP_THRESHOLD);
+                }
+                acquired(1)
+            }
+        };
+        if let Claim::Acquired(_) = claim {
+            state.note_expiry(expires_at);
+        }
+        Ok(claim)
+    }
+
+    /// Takes one slot of capacity for a new record, if there is one.
+    fn try_reserve_slot(&self) -> bool {
+        if self.inner.len.fetch_add(1, Ordering::Relaxed) < self.inner.capacity {
+            true
+        } else {
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Removes expired records from every shard whose earliest expiry has passed. Shards with
+    /// nothing expired are skipped without a scan, so a full store of live records rejects
+    /// claims in O(shards), not O(records).
+    fn purge_all(&self, now: Instant) -> u64 {
+        let mut removed = 0u64;
+        for shard in self.inner.shards.iter() {
+            let mut state = Self::lock(shard);
+            removed += self.purge_shard(&mut state, now) as u64;
+        }
+        removed
+    }
+}
+
+impl Entry {
+    fn is_held_by(&self, lease: &Lease) -> bool {
+        matches!(self.state, EntryState::InProgress { owner, .. } if owner == lease.owner())
+            && self.epoch == lease.epoch()
+    }
+}
+
+impl ShardState {
+    fn note_expiry(&mut self, at: Instant) {
+        self.next_expiry = Some(self.next_expiry.map_or(at, |next| next.min(at)));
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryStore {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        let now = Instant::now();
+        match self.claim_at(request, now) {
+            Err(Error::CapacityExceeded { .. }) => {
+                // Full even after sweeping the key's own shard: sweep the others (without
+                // holding any lock, so shards are never locked two at a time), then retry once.
+                self.purge_all(now);
+                self.claim_at(request, now)
+            }
+            other => other,
+        }
+    }
+
+    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
+        self.with_lease(lease, |entry, now| {
+            entry.state = EntryState::Completed { payload };
+            entry.expires_at = now + ttl;
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        self.release_now(lease)
+    }
+
+    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
+        self.with_lease(lease, |entry, now| {
+            let until = now + lease_for;
+            if let EntryState::InProgress { lease_until, .. } = &mut entry.state {
+                *lease_until = until;
+            }
+            entry.expires_at = entry.expires_at.max(until);
+        })
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        // Synchronous for this store: nothing to spawn. A lost lease has nothing to release.
+        let _ = self.release_now(&lease);
+    }
+
+    async fn purge_expired(&self) -> Result<u64, Error> {
+        Ok(self.purge_all(Instant::now()))
+    }
+
+    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
+        let notified = self.shard(scope, key).changed.notified();
+        let _ = tokio::time::timeout(max_wait, notified).await;
+    }
+}
+
+/// An owned `(scope, key)` map key that can be looked up by a borrowed `(&str, &str)` without
+/// allocating.
+struct RecordKey {
+    scope: Box<str>,
+    key: Box<str>,
+}
+
+impl RecordKey {
+    fn new(scope: &str, key: &str) -> Self {
+        RecordKey {
+            scope: scope.into(),
+            key: key.into(),
+        }
+    }
+}
+
+trait KeyView {
+    fn view(&self) -> (&str, &str);
+}
+
+impl KeyView for RecordKey {
+    fn view(&self) -> (&str, &str) {
+        (&self.scope, &self.key)
+    }
+}
+
+impl KeyView for (&str, &str) {
+    fn view(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for RecordKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.view().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl Hash for RecordKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash exactly like `dyn KeyView` for borrowed lookups to find it.
+        self.view().hash(state);
+    }
+}
+
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for RecordKey {}

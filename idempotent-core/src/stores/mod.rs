@@ -1,0 +1,3 @@
+//! Store backends. The in-memory store is always available; the others sit behind features.
+
+pub mod memory;
