@@ -71,7 +71,167 @@ pub use crate::key::{KeyPart, KeyWriter, generate_idempotency_key};
 pub use crate::store::IdempotencyStore;
 pub use crate::stores::memory::{MemoryStore, MemoryStoreBuilder};
 
+/// Makes an `async fn` idempotent: the body runs at most once per key, and every duplicate
+/// call gets the first call's result.
+///
+/// ```
+/// use idempotent_core::{Error, idempotent};
+///
+/// #[idempotent(key = "order_id, action", ttl = "24h")]
+/// async fn charge(order_id: u64, action: &str, amount_cents: u64) -> Result<String, Error> {
+///     Ok(format!("ch_{order_id}_{action}_{amount_cents}"))
+/// }
+/// ```
+///
+/// The function must return `Result<T, E>` where `T: Serialize + DeserializeOwned` (it is
+/// stored and replayed) and `E: From<idempotent_core::Error>` (store failures, in-flight
+/// duplicates and payload mismatches are returned through it). Free functions, methods taking
+/// `&self`, `&mut self` or `self`, and generic functions are supported.
+///
+/// # Options
+///
+/// ## `key = "order_id, action"` (required)
+///
+/// The arguments that identify the operation, comma separated. Field paths are allowed
+/// (`key = "order.id, self.tenant_id"`); calls are not, because a call such as `Utc::now()`
+/// returns something new on every retry. Every part must implement [`KeyPart`]; timestamps,
+/// random values and `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over
+/// the namespace and the parts, in order (see [`key`]).
+///
+/// ## `ttl = "24h"`
+///
+/// How long a completed result is replayed. Units `ms`, `s`, `m`, `h`, `d`, and compounds such
+/// as `"1h30m"`; checked at compile time. Default `"24h"`.
+///
+/// ## `lease = "30s"`
+///
+/// How long an in-progress claim holds without a heartbeat. While the body runs, the claim is
+/// extended every `lease / 3`, so a long body keeps it; if the process dies, a duplicate takes
+/// over after `lease`. Default `"30s"`.
+///
+/// ## `store = <expr>`
+///
+/// The [`IdempotencyStore`] to use, evaluated on every call: a `&MemoryStore` parameter
+/// (`store = store`, and that parameter is not fingerprinted), a field (`store = self.store`),
+/// an `Arc<dyn IdempotencyStore>`. Without it, the process default ([`set_default_store`], else
+/// a process-wide [`MemoryStore`]).
+///
+/// ```
+/// use std::sync::Arc;
+/// use idempotent_core::{Error, IdempotencyStore, MemoryStore, idempotent};
+///
+/// struct Payments {
+///     store: Arc<dyn IdempotencyStore>,
+/// }
+///
+/// impl Payments {
+///     #[idempotent(key = "order_id", store = self.store)]
+///     async fn refund(&self, order_id: u64) -> Result<bool, Error> {
+///         Ok(true)
+///     }
+/// }
+///
+/// #[idempotent(key = "event_id", store = store)]
+/// async fn on_event(store: &MemoryStore, event_id: String) -> Result<(), Error> {
+///     Ok(())
+/// }
+/// ```
+///
+/// With `&mut self`, a store expression that borrows `self` conflicts with a body that calls
+/// `&mut self` methods; write `store = self.store.clone()` for an `Arc` field.
+///
+/// ## `namespace = "orders.charge"`
+///
+/// Scopes the key. Default: the module path and function name (`my_crate::orders::charge`).
+/// Keys survive restarts only as long as the namespace does, so set it explicitly for
+/// functions whose records outlive a deploy that might move or rename them, and for two
+/// methods of the same name in one module.
+///
+/// ## `skip = "db, client"`
+///
+/// Arguments left out of the request fingerprint. Every argument except `self`, the key
+/// arguments and the `store` argument is fingerprinted by default, so a retry with the same key
+/// but, say, a different amount fails with [`Error::PayloadMismatch`] instead of replaying a
+/// result computed for other inputs. Fingerprinted arguments must implement [`KeyPart`]; skip
+/// clients, connection pools and anything that legitimately differs between retries.
+///
+/// ```
+/// use idempotent_core::{Error, idempotent};
+/// # struct HttpClient;
+///
+/// #[idempotent(key = "order_id", skip = "client")]
+/// async fn ship(client: &HttpClient, order_id: u64, address: String) -> Result<u32, Error> {
+///     Ok(1)
+/// }
+/// ```
+///
+/// ## `on_in_flight = "wait" | "reject"`
+///
+/// What a duplicate does while the first call still runs: `"wait"` (default) polls until the
+/// result is recorded and replays it, giving up with [`Error::InFlight`] after one lease;
+/// `"reject"` returns [`Error::InFlight`] at once, with a `retry_after`.
+///
+/// ## `cache_errors = true`
+///
+/// Stores and replays `Err` results too; the error type must then also be `Serialize +
+/// DeserializeOwned`. By default an `Err` releases the key, so a retry runs the body again.
+///
+/// ## `crate = "path"`
+///
+/// Where `idempotent_core` is, for a renamed dependency (`crate = "my_idempotent"`).
+///
+/// # What happens on a call
+///
+/// 1. The key and fingerprint are computed from the arguments.
+/// 2. The store decides atomically: run (claim acquired), replay (completed record), wait or
+///    reject (claimed by another live call), or mismatch.
+/// 3. The body runs with a heartbeat. `Ok` is stored for `ttl`; `Err` releases the key unless
+///    `cache_errors`; a panic or a cancelled call releases the key.
+///
+/// # Expands to roughly
+///
+/// ```ignore
+/// async fn charge(order_id: u64, action: &str, amount_cents: u64) -> Result<String, Error> {
+///     let key = IdempotencyKey::builder(concat!(module_path!(), "::", "charge"))
+///         .part(&order_id)
+///         .part(&action)
+///         .finish();
+///     let fingerprint = Fingerprint::builder().field("amount_cents", &amount_cents).finish();
+///     let store = default_store();
+///     const OPTIONS: CallOptions = CallOptions::new()
+///         .ttl(Duration::from_millis(86_400_000))
+///         .lease(Duration::from_millis(30_000));
+///     __private::run::<Result<String, Error>, _>(
+///         &*store, namespace, key, fingerprint, &OPTIONS,
+///         async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
+///     )
+///     .await
+/// }
+/// ```
+///
+/// # Compile-time checks
+///
+/// A key that could never repeat is a compile error:
+///
+/// ```compile_fail
+/// use idempotent_core::{Error, idempotent};
+///
+/// #[idempotent(key = "at")]
+/// async fn schedule(at: std::time::SystemTime) -> Result<(), Error> {
+///     Ok(())
+/// }
+/// ```
+///
+/// ```compile_fail
+/// use idempotent_core::{Error, idempotent};
+///
+/// #[idempotent(key = "chrono::Utc::now()")]
+/// async fn stamp() -> Result<(), Error> {
+///     Ok(())
+/// }
+/// ```
 #[cfg(feature = "macros")]
+#[doc(inline)]
 pub use idempotent_macros::idempotent;
 
 fn default_store_slot() -> &'static RwLock<Arc<dyn IdempotencyStore>> {
