@@ -159,7 +159,11 @@ async fn main() -> Result<(), Error> {
         reason: e.to_string(),
     })??;
     let (again, how) = observe(export_report(9)).await;
-    println!("  first call produced {file}; a later call {} {:?}", label(how), again?);
+    println!(
+        "  first call produced {file}; a later call {} {:?}",
+        label(how),
+        again?
+    );
     println!(
         "  the export body ran {} time(s)",
         EXPORTS_RUN.load(Ordering::SeqCst)
