@@ -60,6 +60,8 @@ mod error;
 pub mod key;
 pub mod store;
 pub mod stores;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::{Arc, OnceLock, RwLock};
 
