@@ -390,7 +390,7 @@ impl<'a> Call<'a> {
         guard.armed = false;
         report(Disposition::Executed);
 
-        match C::encode(&result) {
+        match C::encode(&result).map(|encoded| encoded.and_then(|payload| C::verify(payload))) {
             Some(Ok(payload)) => {
                 if let Err(error) = store.complete(&lease, payload, options.ttl).await {
                     tracing::warn!(scope, key, epoch = lease.epoch(), %error, "body ran but its result was not recorded");
@@ -525,6 +525,20 @@ trait Codec<T, E> {
     /// `None`: do not store this result (release the key instead).
     fn encode(result: &Result<T, E>) -> Option<Result<Bytes, Error>>;
     fn decode(scope: &str, payload: &[u8]) -> Result<Result<T, E>, Error>;
+
+    /// Checks that a freshly encoded payload decodes again. A value JSON cannot carry (a NaN
+    /// float becomes `null`) would otherwise be stored and then fail every replay until the ttl
+    /// ends; this way the caller gets `Error::Encode` and the key is released instead.
+    fn verify(payload: Bytes) -> Result<Bytes, Error> {
+        match Self::decode("", &payload) {
+            Ok(_) => Ok(payload),
+            Err(Error::Decode { source, .. }) => Err(Error::Encode {
+                source: format!("the result does not decode back from its stored form: {source}")
+                    .into(),
+            }),
+            Err(other) => Err(other),
+        }
+    }
 }
 
 /// Stores successes only.

@@ -90,6 +90,10 @@ pub use crate::stores::memory::{MemoryStore, MemoryStoreBuilder};
 /// duplicates and payload mismatches are returned through it). Free functions, methods taking
 /// `&self`, `&mut self` or `self`, and generic functions are supported.
 ///
+/// The value is stored as JSON (`serde_json`), so it must survive a JSON round trip: a value
+/// that does not decode back (a NaN float) fails with [`Error::Encode`] and releases the key
+/// rather than storing a record no replay could read, and `Some(None)` replays as `None`.
+///
 /// # Options
 ///
 /// ## `key = "order_id, action"` (required)

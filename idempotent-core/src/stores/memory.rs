@@ -22,6 +22,14 @@ const DEFAULT_SHARDS: usize = 64;
 /// A shard sweeps its expired records once it has grown past this many (and then past twice
 /// its size after the last sweep), so purging costs O(1) amortised per insert.
 const MIN_SWEEP_THRESHOLD: usize = 1024;
+/// Where a deadline too far away for the clock (a ttl or lease of `Duration::MAX`, meaning
+/// "forever") ends instead: later than any in-memory record can matter.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `now + after`, saturating at [`FAR_FUTURE`] rather than panicking on overflow.
+fn deadline(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after).unwrap_or_else(|| now + FAR_FUTURE)
+}
 
 /// An in-process [`IdempotencyStore`]: sharded hash maps behind short, synchronous locks.
 ///
@@ -31,9 +39,12 @@ const MIN_SWEEP_THRESHOLD: usize = 1024;
 /// forget completed work.
 ///
 /// The store is bounded: when it holds `capacity` records and none has expired, a claim for a
-/// new key fails with [`Error::CapacityExceeded`]. Live records are never evicted, since an
-/// evicted record would let a duplicate run again. Expired records are removed lazily, by
-/// periodic sweeps as the store grows, and by [`purge_expired`](IdempotencyStore::purge_expired).
+/// new key fails with [`Error::CapacityExceeded`]. Live records (in progress or completed) are
+/// never evicted, since an evicted record would let a duplicate run again. Expired records are
+/// removed lazily, by periodic sweeps as the store grows, and by
+/// [`purge_expired`](IdempotencyStore::purge_expired). Released keys (an `Err` that was not
+/// cached) leave a tombstone so the next claim's epoch keeps counting; tombstones are
+/// reclaimed before a claim is refused for capacity.
 ///
 /// ```
 /// use idempotent_core::MemoryStore;
@@ -62,6 +73,9 @@ struct ShardState {
     records: HashMap<RecordKey, Entry>,
     /// A lower bound on the earliest expiry in this shard: nothing expires before it.
     next_expiry: Option<Instant>,
+    /// How many records are released tombstones: kept so epochs keep counting, reclaimed
+    /// before a claim is refused for capacity.
+    released: usize,
     sweep_threshold: usize,
 }
 
@@ -111,6 +125,7 @@ impl MemoryStoreBuilder {
                 state: Mutex::new(ShardState {
                     records: HashMap::new(),
                     next_expiry: None,
+                    released: 0,
                     sweep_threshold: MIN_SWEEP_THRESHOLD,
                 }),
                 changed: Notify::new(),
@@ -212,7 +227,13 @@ impl MemoryStore {
                 .ok_or(Error::LeaseLost)?;
             update(entry, now);
             let expires_at = entry.expires_at;
+            let now_released = matches!(entry.state, EntryState::Released);
             state.note_expiry(expires_at);
+            // A lease only ever holds an in-progress record, so this is the transition into a
+            // tombstone.
+            if now_released {
+                state.released += 1;
+            }
         }
         shard.changed.notify_waiters();
         Ok(())
@@ -222,21 +243,29 @@ impl MemoryStore {
         self.with_lease(lease, |entry, _| entry.state = EntryState::Released)
     }
 
-    fn purge_shard(&self, state: &mut ShardState, now: Instant) -> usize {
-        if state.next_expiry.is_none_or(|next| next > now) {
+    /// Removes expired records (and, when `reclaim_released`, released tombstones) from one
+    /// shard. Returns how many were removed.
+    fn purge_shard(&self, state: &mut ShardState, now: Instant, reclaim_released: bool) -> usize {
+        let expired_due = state.next_expiry.is_some_and(|next| next <= now);
+        if !expired_due && !(reclaim_released && state.released > 0) {
             return 0;
         }
         let before = state.records.len();
         let mut next_expiry: Option<Instant> = None;
+        let mut released_removed = 0;
         state.records.retain(|_, entry| {
-            let keep = entry.expires_at > now;
+            let released = matches!(entry.state, EntryState::Released);
+            let keep = entry.expires_at > now && !(reclaim_released && released);
             if keep {
                 next_expiry =
                     Some(next_expiry.map_or(entry.expires_at, |n| n.min(entry.expires_at)));
+            } else if released {
+                released_removed += 1;
             }
             keep
         });
         state.next_expiry = next_expiry;
+        state.released -= released_removed;
         let removed = before - state.records.len();
         self.inner.len.fetch_sub(removed, Ordering::Relaxed);
         removed
@@ -244,8 +273,8 @@ impl MemoryStore {
 
     fn claim_at(&self, request: &ClaimRequest<'_>, now: Instant) -> Result<Claim, Error> {
         let shard = self.shard(request.scope, request.key);
-        let lease_until = now + request.lease;
-        let expires_at = now + request.ttl.max(request.lease);
+        let lease_until = deadline(now, request.lease);
+        let expires_at = deadline(now, request.ttl.max(request.lease));
         let in_progress = |epoch| Entry {
             fingerprint: request.fingerprint,
             epoch,
@@ -260,59 +289,63 @@ impl MemoryStore {
 
         let mut state = Self::lock(shard);
         let lookup = (request.scope, request.key);
+        let mut reuses_tombstone = false;
         let claim = match state.records.get_mut(&lookup as &dyn KeyView) {
-            Some(entry) => match &mut entry.state {
-                // Past its ttl, or released: as good as absent, but the epoch keeps counting.
-                _ if entry.expires_at <= now => {
-                    let epoch = entry.epoch + 1;
-                    *entry = in_progress(epoch);
-                    acquired(epoch)
-                }
-                EntryState::Released => {
-                    let epoch = entry.epoch + 1;
-                    *entry = in_progress(epoch);
-                    acquired(epoch)
-                }
-                // Our own claim, retried (the first answer was lost): same epoch, fresh lease.
-                EntryState::InProgress {
-                    owner,
-                    lease_until: until,
-                } if *owner == request.owner => {
-                    *until = lease_until;
-                    entry.expires_at = entry.expires_at.max(lease_until);
-                    acquired(entry.epoch)
-                }
-                EntryState::InProgress {
-                    lease_until: until, ..
-                } if *until > now => {
-                    if entry.fingerprint != request.fingerprint {
-                        Claim::PayloadMismatch
-                    } else {
-                        Claim::InFlight {
-                            retry_after: *until - now,
+            Some(entry) => {
+                reuses_tombstone = matches!(entry.state, EntryState::Released);
+                match &mut entry.state {
+                    // Past its ttl, or released: as good as absent, but the epoch keeps counting.
+                    _ if entry.expires_at <= now => {
+                        let epoch = entry.epoch + 1;
+                        *entry = in_progress(epoch);
+                        acquired(epoch)
+                    }
+                    EntryState::Released => {
+                        let epoch = entry.epoch + 1;
+                        *entry = in_progress(epoch);
+                        acquired(epoch)
+                    }
+                    // Our own claim, retried (the first answer was lost): same epoch, fresh lease.
+                    EntryState::InProgress {
+                        owner,
+                        lease_until: until,
+                    } if *owner == request.owner => {
+                        *until = lease_until;
+                        entry.expires_at = entry.expires_at.max(lease_until);
+                        acquired(entry.epoch)
+                    }
+                    EntryState::InProgress {
+                        lease_until: until, ..
+                    } if *until > now => {
+                        if entry.fingerprint != request.fingerprint {
+                            Claim::PayloadMismatch
+                        } else {
+                            Claim::InFlight {
+                                retry_after: *until - now,
+                            }
+                        }
+                    }
+                    // The owner stopped heartbeating: take over with a higher epoch.
+                    EntryState::InProgress { .. } => {
+                        let epoch = entry.epoch + 1;
+                        *entry = in_progress(epoch);
+                        acquired(epoch)
+                    }
+                    EntryState::Completed { payload } => {
+                        if entry.fingerprint != request.fingerprint {
+                            Claim::PayloadMismatch
+                        } else {
+                            Claim::Completed(Record {
+                                payload: payload.clone(),
+                                epoch: entry.epoch,
+                            })
                         }
                     }
                 }
-                // The owner stopped heartbeating: take over with a higher epoch.
-                EntryState::InProgress { .. } => {
-                    let epoch = entry.epoch + 1;
-                    *entry = in_progress(epoch);
-                    acquired(epoch)
-                }
-                EntryState::Completed { payload } => {
-                    if entry.fingerprint != request.fingerprint {
-                        Claim::PayloadMismatch
-                    } else {
-                        Claim::Completed(Record {
-                            payload: payload.clone(),
-                            epoch: entry.epoch,
-                        })
-                    }
-                }
-            },
+            }
             None => {
                 if !self.try_reserve_slot() {
-                    self.purge_shard(&mut state, now);
+                    self.purge_shard(&mut state, now, true);
                     if !self.try_reserve_slot() {
                         return Err(Error::CapacityExceeded {
                             capacity: self.inner.capacity,
@@ -323,13 +356,17 @@ impl MemoryStore {
                     .records
                     .insert(RecordKey::new(request.scope, request.key), in_progress(1));
                 if state.records.len() >= state.sweep_threshold {
-                    self.purge_shard(&mut state, now);
+                    self.purge_shard(&mut state, now, false);
                     state.sweep_threshold = (state.records.len() * 2).max(MIN_SWEEP_THRESHOLD);
                 }
                 acquired(1)
             }
         };
         if let Claim::Acquired(_) = claim {
+            // Every claim on a tombstone acquires it.
+            if reuses_tombstone {
+                state.released -= 1;
+            }
             state.note_expiry(expires_at);
         }
         Ok(claim)
@@ -345,14 +382,14 @@ impl MemoryStore {
         }
     }
 
-    /// Removes expired records from every shard whose earliest expiry has passed. Shards with
-    /// nothing expired are skipped without a scan, so a full store of live records rejects
-    /// claims in O(shards), not O(records).
-    fn purge_all(&self, now: Instant) -> u64 {
+    /// Removes expired records (and, when `reclaim_released`, released tombstones) from every
+    /// shard that has any. Shards with nothing to remove are skipped without a scan, so a full
+    /// store of live records rejects claims in O(shards), not O(records).
+    fn purge_all(&self, now: Instant, reclaim_released: bool) -> u64 {
         let mut removed = 0u64;
         for shard in self.inner.shards.iter() {
             let mut state = Self::lock(shard);
-            removed += self.purge_shard(&mut state, now) as u64;
+            removed += self.purge_shard(&mut state, now, reclaim_released) as u64;
         }
         removed
     }
@@ -379,7 +416,7 @@ impl IdempotencyStore for MemoryStore {
             Err(Error::CapacityExceeded { .. }) => {
                 // Full even after sweeping the key's own shard: sweep the others (without
                 // holding any lock, so shards are never locked two at a time), then retry once.
-                self.purge_all(now);
+                self.purge_all(now, true);
                 self.claim_at(request, now)
             }
             other => other,
@@ -389,7 +426,7 @@ impl IdempotencyStore for MemoryStore {
     async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
         self.with_lease(lease, |entry, now| {
             entry.state = EntryState::Completed { payload };
-            entry.expires_at = now + ttl;
+            entry.expires_at = deadline(now, ttl);
         })
     }
 
@@ -399,7 +436,7 @@ impl IdempotencyStore for MemoryStore {
 
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
         self.with_lease(lease, |entry, now| {
-            let until = now + lease_for;
+            let until = deadline(now, lease_for);
             if let EntryState::InProgress { lease_until, .. } = &mut entry.state {
                 *lease_until = until;
             }
@@ -413,7 +450,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {
-        Ok(self.purge_all(Instant::now()))
+        Ok(self.purge_all(Instant::now(), false))
     }
 
     async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {

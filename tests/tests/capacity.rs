@@ -1,0 +1,195 @@
+//! Capacity: a full `MemoryStore` rejects new claims rather than evicting live records.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use idempotent_core::key::Fingerprint;
+use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
+use idempotent_core::{Disposition, Error, IdempotencyStore, MemoryStore, idempotent, observe};
+use tokio::time::advance;
+
+const TTL: Duration = Duration::from_secs(60);
+
+#[idempotent(key = "id", store = store, skip = "runs", ttl = "1m", lease = "10s")]
+async fn record(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(id * 100)
+}
+
+#[idempotent(key = "id", store = store, skip = "runs", ttl = "1h", lease = "10s")]
+async fn long_record(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(id * 100)
+}
+
+async fn filled(runs: &AtomicUsize) -> MemoryStore {
+    let store = MemoryStore::builder().capacity(3).build();
+    for id in 1..=3 {
+        assert_eq!(record(&store, runs, id).await.unwrap(), id * 100);
+    }
+    assert_eq!(store.len(), 3);
+    store
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_store_rejects_a_new_key_with_capacity_exceeded_and_does_not_run_the_body() {
+    let runs = AtomicUsize::new(0);
+    let store = filled(&runs).await;
+
+    let result = record(&store, &runs, 4).await;
+    assert!(
+        matches!(result, Err(Error::CapacityExceeded { capacity: 3 })),
+        "{result:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    assert_eq!(store.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_store_never_evicts_live_records() {
+    let runs = AtomicUsize::new(0);
+    let store = filled(&runs).await;
+
+    for _ in 0..3 {
+        assert!(matches!(
+            record(&store, &runs, 4).await,
+            Err(Error::CapacityExceeded { .. })
+        ));
+    }
+    // The three records still replay: none was evicted to make room.
+    for id in 1..=3 {
+        let (value, how) = observe(record(&store, &runs, id)).await;
+        assert_eq!(value.unwrap(), id * 100);
+        assert_eq!(how, Some(Disposition::Replayed));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_progress_claims_count_toward_capacity() {
+    let store = MemoryStore::builder().capacity(1).build();
+    let runs = AtomicUsize::new(0);
+    let claim = store
+        .claim(&ClaimRequest {
+            scope: "capacity.raw",
+            key: "held",
+            fingerprint: Fingerprint::NONE,
+            owner: OwnerId::new(),
+            lease: Duration::from_secs(10),
+            ttl: TTL,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+
+    let result = record(&store, &runs, 1).await;
+    assert!(
+        matches!(result, Err(Error::CapacityExceeded { capacity: 1 })),
+        "{result:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_records_make_room_for_new_claims() {
+    let runs = AtomicUsize::new(0);
+    let store = filled(&runs).await;
+    assert!(matches!(
+        record(&store, &runs, 4).await,
+        Err(Error::CapacityExceeded { .. })
+    ));
+
+    advance(TTL + Duration::from_millis(1)).await;
+    let (value, how) = observe(record(&store, &runs, 4)).await;
+    assert_eq!(value.unwrap(), 400);
+    assert_eq!(how, Some(Disposition::Executed));
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert!(store.len() <= 3, "len {} over capacity", store.len());
+
+    // The store keeps filling up to its capacity with new keys.
+    for id in 5..=6 {
+        record(&store, &runs, id).await.unwrap();
+    }
+    assert_eq!(store.len(), 3);
+    assert!(matches!(
+        record(&store, &runs, 7).await,
+        Err(Error::CapacityExceeded { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn purge_expired_removes_only_expired_records_and_returns_the_count() {
+    let store = MemoryStore::new();
+    let runs = AtomicUsize::new(0);
+    for id in 1..=3 {
+        record(&store, &runs, id).await.unwrap();
+    }
+    for id in 10..=11 {
+        long_record(&store, &runs, id).await.unwrap();
+    }
+    assert_eq!(store.len(), 5);
+
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+    assert_eq!(store.len(), 5);
+
+    advance(TTL + Duration::from_millis(1)).await;
+    assert_eq!(store.purge_expired().await.unwrap(), 3);
+    assert_eq!(store.len(), 2);
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+
+    // The live records still replay.
+    for id in 10..=11 {
+        let (_, how) = observe(long_record(&store, &runs, id)).await;
+        assert_eq!(how, Some(Disposition::Replayed));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn purge_expired_on_a_full_store_frees_its_capacity() {
+    let runs = AtomicUsize::new(0);
+    let store = filled(&runs).await;
+
+    advance(TTL + Duration::from_millis(1)).await;
+    assert_eq!(store.purge_expired().await.unwrap(), 3);
+    assert!(store.is_empty());
+    for id in 4..=6 {
+        record(&store, &runs, id).await.unwrap();
+    }
+    assert_eq!(store.len(), 3);
+    assert_eq!(runs.load(Ordering::SeqCst), 6);
+}
+
+#[idempotent(key = "id", store = store, skip = "runs", ttl = "1h", lease = "10s")]
+async fn failing(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Err(Error::InvalidInput {
+        reason: format!("id {id} is refused"),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn released_tombstones_are_reclaimed_before_a_claim_is_refused() {
+    let runs = AtomicUsize::new(0);
+    let store = MemoryStore::builder().capacity(3).build();
+    // Two failed calls leave released tombstones (they keep the epoch counting)...
+    for id in 1..=2 {
+        assert!(failing(&store, &runs, id).await.is_err());
+    }
+    assert_eq!(record(&store, &runs, 10).await.unwrap(), 1000);
+    assert_eq!(store.len(), 3);
+    // ...which give way to new keys when the store is full, long before their ttl.
+    assert_eq!(record(&store, &runs, 11).await.unwrap(), 1100);
+    assert_eq!(record(&store, &runs, 12).await.unwrap(), 1200);
+    // The live records are all still there and replay.
+    let before = runs.load(Ordering::SeqCst);
+    for id in 10..=12 {
+        assert_eq!(record(&store, &runs, id).await.unwrap(), id * 100);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), before);
+    // Now the store is full of live records only.
+    assert!(matches!(
+        record(&store, &runs, 13).await,
+        Err(Error::CapacityExceeded { .. })
+    ));
+}

@@ -1,0 +1,298 @@
+//! Fencing: epochs grow with every claim, and a stale owner's writes after a takeover fail with
+//! `LeaseLost` and change nothing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use idempotent_core::key::{Fingerprint, IdempotencyKey};
+use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::{
+    Disposition, Error, IdempotencyStore, MemoryStore, current_epoch, idempotent, observe,
+};
+use tokio::time::{advance, sleep};
+
+const SCOPE: &str = "fencing.store";
+const KEY: &str = "key-1";
+const LEASE: Duration = Duration::from_secs(10);
+const TTL: Duration = Duration::from_secs(3600);
+
+fn request(owner: OwnerId) -> ClaimRequest<'static> {
+    ClaimRequest {
+        scope: SCOPE,
+        key: KEY,
+        fingerprint: Fingerprint::NONE,
+        owner,
+        lease: LEASE,
+        ttl: TTL,
+    }
+}
+
+async fn acquire(store: &MemoryStore, owner: OwnerId) -> Lease {
+    match store.claim(&request(owner)).await.unwrap() {
+        Claim::Acquired(lease) => lease,
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+}
+
+/// Owner A claims, stops heartbeating, and owner B takes over after the lease.
+async fn taken_over(store: &MemoryStore) -> (Lease, Lease) {
+    let stale = acquire(store, OwnerId::new()).await;
+    advance(LEASE).await;
+    let current = acquire(store, OwnerId::new()).await;
+    (stale, current)
+}
+
+fn assert_lease_lost(result: Result<(), Error>) {
+    assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
+}
+
+/// A third owner's view of the record: the new owner's claim must still be in flight.
+async fn assert_still_in_flight(store: &MemoryStore) {
+    let claim = store.claim(&request(OwnerId::new())).await.unwrap();
+    assert!(
+        matches!(claim, Claim::InFlight { retry_after } if retry_after <= LEASE),
+        "{claim:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn takeover_after_lease_expiry_has_a_higher_epoch() {
+    let store = MemoryStore::new();
+    let (stale, current) = taken_over(&store).await;
+    assert_eq!(stale.epoch(), 1, "a new record starts at epoch 1");
+    assert!(current.epoch() > stale.epoch());
+    assert_ne!(current.owner(), stale.owner());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_owner_complete_after_takeover_is_lease_lost_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let (stale, current) = taken_over(&store).await;
+
+    assert_lease_lost(
+        store
+            .complete(&stale, "stale result".as_bytes().into(), TTL)
+            .await,
+    );
+    assert_still_in_flight(&store).await;
+
+    // The new owner completes, and its payload is what a later claim replays.
+    store
+        .complete(&current, "current result".as_bytes().into(), TTL)
+        .await
+        .unwrap();
+    let claim = store.claim(&request(OwnerId::new())).await.unwrap();
+    match claim {
+        Claim::Completed(record) => {
+            assert_eq!(&record.payload[..], b"current result");
+            assert_eq!(record.epoch, current.epoch());
+        }
+        other => panic!("expected Completed, got {other:?}"),
+    }
+
+    // Even after completion the stale owner cannot overwrite the record.
+    assert_lease_lost(store.complete(&stale, "late".as_bytes().into(), TTL).await);
+    let claim = store.claim(&request(OwnerId::new())).await.unwrap();
+    assert!(
+        matches!(&claim, Claim::Completed(record) if &record.payload[..] == b"current result"),
+        "{claim:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_owner_release_after_takeover_is_lease_lost_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let (stale, current) = taken_over(&store).await;
+
+    assert_lease_lost(store.release(&stale).await);
+    assert_still_in_flight(&store).await;
+
+    // The new owner's lease is intact: it can still extend and complete.
+    store.extend(&current, LEASE).await.unwrap();
+    store
+        .complete(&current, "done".as_bytes().into(), TTL)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_owner_extend_after_takeover_is_lease_lost_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let (stale, current) = taken_over(&store).await;
+
+    assert_lease_lost(store.extend(&stale, Duration::from_secs(86_400)).await);
+    // The lease was not pushed out by the stale owner's extend.
+    assert_still_in_flight(&store).await;
+
+    // When the new owner's lease runs out, the record can be taken over again, proving the
+    // stale extend did not renew it.
+    advance(LEASE).await;
+    let third = acquire(&store, OwnerId::new()).await;
+    assert!(third.epoch() > current.epoch());
+    assert_lease_lost(store.complete(&current, "x".as_bytes().into(), TTL).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_owner_claim_retry_returns_acquired_with_the_same_epoch() {
+    let store = MemoryStore::new();
+    let owner = OwnerId::new();
+
+    let first = acquire(&store, owner).await;
+    advance(Duration::from_secs(3)).await;
+    let retried = acquire(&store, owner).await;
+    assert_eq!(retried.epoch(), first.epoch());
+    assert_eq!(retried, first);
+
+    // The retried claim renewed the lease: another owner sees a full lease left.
+    let claim = store.claim(&request(OwnerId::new())).await.unwrap();
+    assert!(
+        matches!(claim, Claim::InFlight { retry_after } if retry_after == LEASE),
+        "{claim:?}"
+    );
+    // And either answer's lease is valid.
+    store
+        .complete(&first, "ok".as_bytes().into(), TTL)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn epoch_grows_after_a_release() {
+    let store = MemoryStore::new();
+    let first = acquire(&store, OwnerId::new()).await;
+    store.release(&first).await.unwrap();
+    let second = acquire(&store, OwnerId::new()).await;
+    assert!(second.epoch() > first.epoch());
+    // The released lease is no longer valid.
+    assert_lease_lost(store.release(&first).await);
+}
+
+#[idempotent(key = "id", store = store, skip = "runs", namespace = "fencing.epoch", lease = "10s")]
+async fn epoch_of_body(
+    store: &MemoryStore,
+    runs: &AtomicUsize,
+    id: u64,
+) -> Result<Option<u64>, Error> {
+    let _ = id;
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(current_epoch())
+}
+
+#[tokio::test]
+async fn current_epoch_inside_the_body_is_the_lease_epoch() {
+    let store = MemoryStore::new();
+    let runs = AtomicUsize::new(0);
+    assert_eq!(current_epoch(), None, "no epoch outside a body");
+    assert_eq!(epoch_of_body(&store, &runs, 1).await.unwrap(), Some(1));
+    assert_eq!(current_epoch(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn current_epoch_after_a_takeover_is_greater_than_the_abandoned_claims() {
+    let store = MemoryStore::new();
+    let runs = AtomicUsize::new(0);
+    let key = IdempotencyKey::builder("fencing.epoch")
+        .part(&7u64)
+        .finish();
+    let abandoned = match store
+        .claim(&ClaimRequest {
+            scope: "fencing.epoch",
+            key: key.as_str(),
+            fingerprint: Fingerprint::NONE,
+            owner: OwnerId::new(),
+            lease: LEASE,
+            ttl: TTL,
+        })
+        .await
+        .unwrap()
+    {
+        Claim::Acquired(lease) => lease,
+        other => panic!("expected Acquired, got {other:?}"),
+    };
+
+    advance(LEASE).await;
+    let (epoch, how) = observe(epoch_of_body(&store, &runs, 7)).await;
+    let epoch = epoch.unwrap().expect("the body runs under a lease");
+    assert_eq!(how, Some(Disposition::Executed));
+    assert!(
+        epoch > abandoned.epoch(),
+        "{epoch} <= {}",
+        abandoned.epoch()
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A [`MemoryStore`] whose heartbeats never reach it (a paused process, a partitioned network):
+/// `extend` reports success without renewing the lease.
+struct LostHeartbeats(MemoryStore);
+
+#[async_trait]
+impl IdempotencyStore for LostHeartbeats {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        self.0.claim(request).await
+    }
+
+    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
+        self.0.complete(lease, payload, ttl).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        self.0.release(lease).await
+    }
+
+    async fn extend(&self, _lease: &Lease, _lease_for: Duration) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        self.0.release_in_background(lease);
+    }
+
+    async fn purge_expired(&self) -> Result<u64, Error> {
+        self.0.purge_expired().await
+    }
+
+    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
+        self.0.wait_for_change(scope, key, max_wait).await;
+    }
+}
+
+#[idempotent(key = "id", store = store, skip = "runs", lease = "3s")]
+async fn slow_body(
+    store: &LostHeartbeats,
+    runs: &AtomicUsize,
+    id: u64,
+) -> Result<(usize, Option<u64>), Error> {
+    let _ = id;
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    if run == 1 {
+        // Outlives the lease; its heartbeats are lost, so the claim is taken over meanwhile.
+        sleep(Duration::from_secs(10)).await;
+    }
+    Ok((run, current_epoch()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn body_whose_lease_was_taken_over_gets_lease_lost_and_the_new_result_is_kept() {
+    let store = LostHeartbeats(MemoryStore::new());
+    let runs = AtomicUsize::new(0);
+
+    let (stale, newer) = tokio::join!(slow_body(&store, &runs, 1), async {
+        // The stale owner's 3 s lease has run out.
+        sleep(Duration::from_secs(4)).await;
+        slow_body(&store, &runs, 1).await
+    });
+
+    let (run, newer_epoch) = newer.unwrap();
+    assert_eq!(run, 2);
+    assert_eq!(newer_epoch, Some(2), "the takeover runs under epoch 2");
+    assert!(matches!(stale, Err(Error::LeaseLost)), "{stale:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    // The stale body's result was not recorded; the takeover's result is what replays.
+    let (replay, how) = observe(slow_body(&store, &runs, 1)).await;
+    assert_eq!(replay.unwrap(), (2, Some(2)));
+    assert_eq!(how, Some(Disposition::Replayed));
+}
