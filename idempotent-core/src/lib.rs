@@ -131,7 +131,7 @@ pub use crate::stores::memory::{MemoryStore, MemoryStoreBuilder};
 /// }
 ///
 /// impl Payments {
-///     #[idempotent(key = "order_id", store = self.store)]
+///     #[idempotent(key = "order_id", store = self.store, namespace = "payments.refund")]
 ///     async fn refund(&self, order_id: u64) -> Result<bool, Error> {
 ///         Ok(true)
 ///     }
@@ -148,10 +148,13 @@ pub use crate::stores::memory::{MemoryStore, MemoryStoreBuilder};
 ///
 /// ## `namespace = "orders.charge"`
 ///
-/// Scopes the key. Default: the module path and function name (`my_crate::orders::charge`).
-/// Keys survive restarts only as long as the namespace does, so set it explicitly for
-/// functions whose records outlive a deploy that might move or rename them, and for two
-/// methods of the same name in one module.
+/// Scopes the key. Default for free functions: the module path and function name
+/// (`my_crate::orders::charge`). Methods (functions with a `self` receiver) must set it: two
+/// types in one module may both have a `get`, and an attribute on a method cannot see its
+/// type. Keys survive restarts only as long as the namespace does, so set it explicitly for
+/// functions whose records outlive a deploy that might move or rename them; associated
+/// functions without `self` look like free functions to the attribute, so name theirs too
+/// when another type in the module has one of the same name.
 ///
 /// ## `skip = "db, client"`
 ///
@@ -335,6 +338,7 @@ pub mod __private {
         note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`"
     )]
     pub trait Storable: Serialize + DeserializeOwned {}
+    #[diagnostic::do_not_recommend]
     impl<T: Serialize + DeserializeOwned> Storable for T {}
 
     /// An error type an `#[idempotent]` function can return.
@@ -344,6 +348,7 @@ pub mod __private {
         note = "store failures, in-flight duplicates and payload mismatches are returned through it"
     )]
     pub trait IdempotentError: From<Error> {}
+    #[diagnostic::do_not_recommend]
     impl<E: From<Error>> IdempotentError for E {}
 
     /// An argument that is fingerprinted (every argument not in `key` or `skip`).
@@ -353,7 +358,8 @@ pub mod __private {
         note = "every argument that is not named in `key` goes into the request fingerprint, so a retry with different arguments is rejected",
         note = "leave it out with `skip = \"<argument>\"` (clients, connections, pools), or implement `idempotent_core::KeyPart` for it"
     )]
-    pub trait FingerprintPart {}
+    pub trait FingerprintPart: KeyPart {}
+    #[diagnostic::do_not_recommend]
     impl<T: KeyPart + ?Sized> FingerprintPart for T {}
 
     #[inline]
@@ -362,7 +368,7 @@ pub mod __private {
     }
 
     #[inline]
-    pub fn fingerprint_part<T: FingerprintPart + KeyPart + ?Sized>(
+    pub fn fingerprint_part<T: FingerprintPart + ?Sized>(
         builder: &mut FingerprintBuilder,
         name: &str,
         part: &T,

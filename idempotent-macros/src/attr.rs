@@ -2,6 +2,7 @@
 //! generated, so `expand` receives a configuration that is known to be valid.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Expr, FnArg, Ident, ItemFn, LitBool, LitStr, Pat, ReturnType, Token, Type};
@@ -40,6 +41,36 @@ fn set_once<T>(slot: &mut Option<T>, value: T, keyword: Span, name: &str) -> syn
     }
     *slot = Some(value);
     Ok(())
+}
+
+const OPTIONS: &[&str] = &[
+    "key",
+    "ttl",
+    "lease",
+    "store",
+    "namespace",
+    "skip",
+    "on_in_flight",
+    "cache_errors",
+    "crate",
+];
+
+fn unknown_option(ident: &Ident) -> syn::Error {
+    let name = ident.unraw().to_string();
+    let known: Vec<String> = OPTIONS.iter().map(|&o| o.to_owned()).collect();
+    let hint = match closest(&name, &known) {
+        Some(option) => format!("did you mean `{option}`? "),
+        None => String::new(),
+    };
+    let list = OPTIONS
+        .iter()
+        .map(|o| format!("`{o}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    syn::Error::new(
+        ident.span(),
+        format!("unknown option `{name}`; {hint}the options are {list}"),
+    )
 }
 
 fn string_value(input: ParseStream<'_>, name: &str, example: &str) -> syn::Result<LitStr> {
@@ -106,6 +137,9 @@ impl Parse for Args {
                 input.parse::<Token![=]>()?;
                 let value = string_value(input, "crate", "\"my_idempotent\"")?;
                 set_once(&mut args.krate, value, keyword, "crate")?;
+            } else if input.peek(Ident::peek_any) {
+                let ident = input.call(Ident::parse_any)?;
+                return Err(unknown_option(&ident));
             } else {
                 return Err(lookahead.error());
             }
@@ -118,17 +152,57 @@ impl Parse for Args {
     }
 }
 
+/// The error for `#[idempotent]` on something that is not a function with a body, at the
+/// keyword that says what it is.
+pub(crate) fn not_a_function(item: proc_macro2::TokenStream) -> syn::Error {
+    let misplaced = |token: &dyn quote::ToTokens, what: &str| {
+        syn::Error::new_spanned(
+            token,
+            format!(
+                "`#[idempotent]` goes on an `async fn`, not on {what}; put it on the function that performs the operation"
+            ),
+        )
+    };
+    if let Ok(declaration) = syn::parse2::<syn::TraitItemFn>(item.clone()) {
+        return syn::Error::new_spanned(
+            declaration.sig.fn_token,
+            "`#[idempotent]` needs the function's body; put it on the `async fn` in the `impl`, not on the declaration",
+        );
+    }
+    match syn::parse2::<syn::Item>(item) {
+        Ok(syn::Item::Struct(item)) => misplaced(&item.struct_token, "a struct"),
+        Ok(syn::Item::Enum(item)) => misplaced(&item.enum_token, "an enum"),
+        Ok(syn::Item::Union(item)) => misplaced(&item.union_token, "a union"),
+        Ok(syn::Item::Impl(item)) => misplaced(
+            &item.impl_token,
+            "an `impl` block (put it on each method that needs it)",
+        ),
+        Ok(syn::Item::Trait(item)) => misplaced(&item.trait_token, "a trait"),
+        Ok(syn::Item::Mod(item)) => misplaced(&item.mod_token, "a module"),
+        Ok(syn::Item::Const(item)) => misplaced(&item.const_token, "a constant"),
+        Ok(syn::Item::Static(item)) => misplaced(&item.static_token, "a static"),
+        Ok(syn::Item::Type(item)) => misplaced(&item.type_token, "a type alias"),
+        Ok(syn::Item::Use(item)) => misplaced(&item.use_token, "a `use` declaration"),
+        Ok(syn::Item::ExternCrate(item)) => misplaced(&item.extern_token, "an `extern crate`"),
+        Ok(syn::Item::ForeignMod(item)) => misplaced(&item.abi, "an `extern` block"),
+        _ => syn::Error::new(
+            Span::call_site(),
+            "`#[idempotent]` goes on an `async fn`; put it on the function that performs the operation",
+        ),
+    }
+}
+
 /// One part of the key: an argument or a field path rooted at one, such as `order.id`.
 pub(crate) struct KeyPart {
     /// The expression as written in the key string (spans point at the string).
     pub(crate) expr: Expr,
-    /// The argument it starts from.
-    pub(crate) root: String,
-    /// Whether it is the whole argument (not a field of it).
-    pub(crate) whole: bool,
+    /// For a whole argument, that argument (the expansion points errors at its type); `None`
+    /// for a field path such as `order.id` or `self.tenant`.
+    pub(crate) param: Option<Param>,
 }
 
 /// A function parameter that is not `self`.
+#[derive(Clone)]
 pub(crate) struct Param {
     pub(crate) ident: Ident,
     pub(crate) ty: Type,
@@ -172,15 +246,60 @@ impl Errors {
     }
 }
 
+/// The function's arguments, as the messages name them.
+struct Names {
+    params: Vec<Ident>,
+    /// The receiver's `self`, if there is one.
+    receiver: Option<Ident>,
+}
+
+impl Names {
+    /// The parameter's own name token, for `self` or an argument.
+    fn binding(&self, name: &str) -> Option<&Ident> {
+        if name == "self" {
+            self.receiver.as_ref()
+        } else {
+            self.params.iter().find(|p| p.unraw() == name)
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.binding(name).is_some()
+    }
+
+    /// "did you mean `x`? the arguments are `a`, `b`" for a name that is not an argument.
+    fn describe_unknown(&self, name: &str) -> String {
+        let mut all: Vec<String> = Vec::new();
+        if self.receiver.is_some() {
+            all.push("self".to_owned());
+        }
+        all.extend(self.params.iter().map(|p| p.unraw().to_string()));
+        let hint = match closest(name, &all) {
+            Some(candidate) => format!("did you mean `{candidate}`? "),
+            None => String::new(),
+        };
+        if all.is_empty() {
+            return "this function takes no arguments".to_owned();
+        }
+        let list = all
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{hint}the arguments are {list}")
+    }
+}
+
 impl Config {
     pub(crate) fn new(args: Args, function: &ItemFn) -> syn::Result<Config> {
         let mut errors = Errors::default();
         let signature = &function.sig;
+        let fn_name = signature.ident.unraw().to_string();
 
         if signature.asyncness.is_none() {
             errors.push(syn::Error::new_spanned(
                 signature.fn_token,
-                "`#[idempotent]` goes on an `async fn`; make this function `async`",
+                format!("`#[idempotent]` needs an `async fn`; write `async fn {fn_name}`"),
             ));
         }
 
@@ -188,7 +307,9 @@ impl Config {
             ReturnType::Default => {
                 errors.push(syn::Error::new_spanned(
                     &signature.ident,
-                    "an `#[idempotent]` function must return `Result<T, E>`; this one returns `()`",
+                    format!(
+                        "`{fn_name}` returns `()`, but an `#[idempotent]` function must return `Result<T, E>`; write `-> Result<(), idempotent_core::Error>` or use your own error type"
+                    ),
                 ));
                 None
             }
@@ -197,7 +318,9 @@ impl Config {
                 other => {
                     errors.push(syn::Error::new_spanned(
                         other,
-                        "an `#[idempotent]` function must return `Result<T, E>`",
+                        format!(
+                            "`{fn_name}` must return `Result<T, E>`, spelled as a type path such as `Result<Receipt, idempotent_core::Error>` or an alias of it"
+                        ),
                     ));
                     None
                 }
@@ -205,10 +328,10 @@ impl Config {
         };
 
         let mut params = Vec::new();
-        let mut has_receiver = false;
+        let mut receiver = None;
         for input in &signature.inputs {
             match input {
-                FnArg::Receiver(_) => has_receiver = true,
+                FnArg::Receiver(arg) => receiver = Some(Ident::new("self", arg.self_token.span)),
                 FnArg::Typed(typed) => match &*typed.pat {
                     Pat::Ident(pat) if pat.subpat.is_none() => params.push(Param {
                         ident: pat.ident.clone(),
@@ -216,95 +339,130 @@ impl Config {
                     }),
                     other => errors.push(syn::Error::new_spanned(
                         other,
-                        "`#[idempotent]` needs a plain name for every argument; destructure it inside the body",
+                        "`#[idempotent]` needs a plain name for every argument, so that `key` and `skip` can refer to it; bind this one to a name and destructure it in the body",
                     )),
                 },
             }
         }
-        let names: Vec<String> = params.iter().map(|p| p.ident.to_string()).collect();
-        let name_list = describe_names(&names, has_receiver);
+        let names = Names {
+            params: params.iter().map(|p| p.ident.clone()).collect(),
+            receiver,
+        };
 
         let key = match &args.key {
             None => {
                 errors.push(syn::Error::new(
                     Span::call_site(),
-                    "missing `key`: name the arguments that identify the operation, such as `key = \"order_id, action\"`",
+                    format!(
+                        "missing `key`: name the arguments that identify the operation, such as `key = \"{}\"`",
+                        example_key(&names)
+                    ),
                 ));
                 Vec::new()
             }
-            Some(literal) => parse_key(literal, &names, has_receiver, &name_list, &mut errors),
+            Some(literal) => parse_key(literal, &params, &names, &mut errors),
         };
+        // Every argument the key reads from, whole (`order_id`) or through a field
+        // (`order.id`). None of them is fingerprinted: the key already identifies the request
+        // by them, and an argument keyed by a field is typically a request struct that is not
+        // a `KeyPart` as a whole.
+        let keyed: Vec<String> = key
+            .iter()
+            .filter_map(|part| key_root(&part.expr).ok())
+            .collect();
 
         let ttl_ms = match &args.ttl {
-            Some(literal) => parse_duration_option(literal, "ttl", &mut errors),
+            Some(literal) => parse_duration_option(literal, "ttl", "24h", &mut errors),
             None => 24 * 60 * 60 * 1000,
         };
         let lease_ms = match &args.lease {
-            Some(literal) => parse_duration_option(literal, "lease", &mut errors),
+            Some(literal) => parse_duration_option(literal, "lease", "30s", &mut errors),
             None => 30 * 1000,
         };
 
         let mut skipped: Vec<String> = Vec::new();
         if let Some(literal) = &args.skip {
-            for (ident, span) in split_names(literal) {
-                if ident.is_empty() {
+            for name in split_names(literal) {
+                let span = literal.span();
+                if name.is_empty() {
                     errors.push(syn::Error::new(
                         span,
-                        "`skip` has an empty name; write `skip = \"db, client\"`",
+                        "`skip` has an empty name; list argument names separated by commas, such as `skip = \"db, client\"`",
                     ));
-                } else if !names.contains(&ident) {
+                } else if name == "self" {
                     errors.push(syn::Error::new(
                         span,
-                        format!("`skip` names `{ident}`, which is not an argument of this function; {name_list}"),
+                        "`self` is never fingerprinted; remove it from `skip`",
                     ));
-                } else if skipped.contains(&ident) {
+                } else if !names.contains(&name) {
                     errors.push(syn::Error::new(
                         span,
-                        format!("`{ident}` appears twice in `skip`"),
+                        format!(
+                            "`skip` names `{name}`, which is not an argument of this function; {}",
+                            names.describe_unknown(&name)
+                        ),
                     ));
-                } else if key.iter().any(|part| part.whole && part.root == ident) {
+                } else if skipped.contains(&name) {
                     errors.push(syn::Error::new(
                         span,
-                        format!("`{ident}` is part of the key and is never fingerprinted; remove it from `skip`"),
+                        format!("`{name}` appears twice in `skip`; remove one"),
+                    ));
+                } else if keyed.contains(&name) {
+                    errors.push(syn::Error::new(
+                        span,
+                        format!(
+                            "`{name}` is part of the key, so it is never fingerprinted; remove it from `skip`"
+                        ),
                     ));
                 } else {
-                    skipped.push(ident);
+                    skipped.push(name);
                 }
             }
         }
 
-        // `store = arg` names the store argument: it is not part of the request.
-        let store_param = match &args.store {
-            Some(Expr::Path(path)) if path.qself.is_none() => {
-                path.path.get_ident().map(Ident::to_string)
-            }
-            _ => None,
-        };
+        // `store = arg` (or `&*arg`, `arg.clone()`, ...) names the store argument: it is not
+        // part of the request.
+        let store_param = args.store.as_ref().and_then(store_root);
+
+        // Methods of two types in one module can share a name; with the default namespace
+        // they would share records (one type's result replayed for the other). The type is not
+        // visible to an attribute on the method, and `type_name::<Self>()` is not stable across
+        // compiler versions (a persisted key must be), so a method names its namespace.
+        if let (Some(receiver), None) = (&names.receiver, &args.namespace) {
+            errors.push(syn::Error::new_spanned(
+                receiver,
+                format!(
+                    "`#[idempotent]` on a method needs `namespace = \"...\"`, such as `namespace = \"orders.{fn_name}\"`: the default (module path and function name) would be shared with same-named methods of other types in this module"
+                ),
+            ));
+        }
 
         if let Some(literal) = &args.namespace {
             if literal.value().trim().is_empty() {
                 errors.push(syn::Error::new_spanned(
                     literal,
-                    "`namespace` is empty; write `namespace = \"orders.charge\"`",
+                    format!(
+                        "`namespace` is empty; remove it to use the default (module path and function name), or name it, such as `namespace = \"orders.{fn_name}\"`"
+                    ),
                 ));
             }
         }
 
         let on_in_flight = match &args.on_in_flight {
             None => InFlight::Wait,
-            Some(literal) => {
-                match literal.value().as_str() {
-                    "wait" => InFlight::Wait,
-                    "reject" => InFlight::Reject,
-                    other => {
-                        errors.push(syn::Error::new_spanned(
+            Some(literal) => match literal.value().as_str() {
+                "wait" => InFlight::Wait,
+                "reject" => InFlight::Reject,
+                other => {
+                    errors.push(syn::Error::new_spanned(
                         literal,
-                        format!("unknown `on_in_flight` policy `{other}`; use \"wait\" or \"reject\""),
+                        format!(
+                            "unknown `on_in_flight` policy `{other}`; use `on_in_flight = \"wait\"` or `on_in_flight = \"reject\"`"
+                        ),
                     ));
-                        InFlight::Wait
-                    }
+                    InFlight::Wait
                 }
-            }
+            },
         };
 
         let krate = match &args.krate {
@@ -314,7 +472,10 @@ impl Config {
                 Err(_) => {
                     errors.push(syn::Error::new_spanned(
                         literal,
-                        "`crate` takes a path, such as `crate = \"my_idempotent\"`",
+                        format!(
+                            "`{}` is not a path; `crate` names where `idempotent_core` is, such as `crate = \"my_idempotent\"` or `crate = \"::deps::idempotent_core\"`",
+                            literal.value()
+                        ),
                     ));
                     syn::parse_quote!(::idempotent_core)
                 }
@@ -323,39 +484,45 @@ impl Config {
 
         let mut fingerprinted = Vec::new();
         for param in params {
-            let name = param.ident.to_string();
-            let in_key = key.iter().any(|part| part.whole && part.root == name);
+            let name = param.ident.unraw().to_string();
             let is_store = store_param.as_deref() == Some(name.as_str());
-            if in_key || is_store || skipped.contains(&name) {
+            if keyed.contains(&name) || is_store || skipped.contains(&name) {
                 continue;
             }
-            if let Some((offender, reason)) = non_deterministic_type(&param.ty) {
-                errors.push(syn::Error::new_spanned(
-                    offender,
-                    format!(
-                        "`{name}` is fingerprinted, but {reason}, so every retry would be rejected as a payload mismatch; add it to `skip = \"{name}\"`"
+            if let Some((offender, unstable)) = unstable_type(&param.ty) {
+                let mut skip = skipped.clone();
+                skip.push(name.clone());
+                let skip = skip.join(", ");
+                let what = unstable.describe(offender);
+                let message = match unstable {
+                    Unstable::Timestamp | Unstable::Random => format!(
+                        "`{name}` is fingerprinted, but {what}, so every retry would be rejected as a payload mismatch; leave it out with `skip = \"{skip}\"`"
                     ),
-                ));
+                    Unstable::Hashed => format!(
+                        "`{name}` is fingerprinted, but {what}, so a retry served by another process would be rejected as a payload mismatch; {}, or leave it out with `skip = \"{skip}\"`",
+                        unstable.fix(offender)
+                    ),
+                };
+                errors.push(syn::Error::new_spanned(offender, message));
             }
             fingerprinted.push(param);
         }
 
         // Key arguments with a type that can never be deterministic get a precise message
         // here; other non-`KeyPart` types are caught by the trait bound in the expansion.
-        for part in key.iter().filter(|part| part.whole) {
-            let Some(param) = signature.inputs.iter().find_map(|input| match input {
-                FnArg::Typed(typed) => match &*typed.pat {
-                    Pat::Ident(pat) if pat.ident == part.root => Some(&typed.ty),
-                    _ => None,
-                },
-                FnArg::Receiver(_) => None,
-            }) else {
+        for part in &key {
+            let Some(param) = &part.param else {
                 continue;
             };
-            if let Some((offender, reason)) = non_deterministic_type(param) {
+            if let Some((offender, unstable)) = unstable_type(&param.ty) {
                 errors.push(syn::Error::new_spanned(
                     offender,
-                    format!("`{}` cannot be part of the key: {reason}", part.root),
+                    format!(
+                        "`{}` cannot be part of the key: {}; {}",
+                        param.ident.unraw(),
+                        unstable.describe(offender),
+                        unstable.fix(offender)
+                    ),
                 ));
             }
         }
@@ -380,40 +547,94 @@ impl Config {
     }
 }
 
-fn describe_names(names: &[String], has_receiver: bool) -> String {
-    let mut all: Vec<String> = Vec::new();
-    if has_receiver {
-        all.push("`self`".to_owned());
-    }
-    all.extend(names.iter().map(|n| format!("`{n}`")));
-    if all.is_empty() {
-        "the function takes no arguments".to_owned()
-    } else {
-        format!("the arguments are {}", all.join(", "))
+/// The variable a `store` expression reads from, such as `store` in `&**store` or
+/// `store.clone()`.
+fn store_root(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Path(path) if path.qself.is_none() => {
+            path.path.get_ident().map(|ident| ident.unraw().to_string())
+        }
+        Expr::Reference(reference) => store_root(&reference.expr),
+        Expr::Unary(unary) => store_root(&unary.expr),
+        Expr::Paren(paren) => store_root(&paren.expr),
+        Expr::Group(group) => store_root(&group.expr),
+        Expr::MethodCall(call) => store_root(&call.receiver),
+        _ => None,
     }
 }
 
-/// Splits a comma-separated list of names, keeping the literal's span for each (stable Rust
-/// cannot point inside a string literal).
-fn split_names(literal: &LitStr) -> Vec<(String, Span)> {
+/// A plausible `key` for this function, for messages.
+fn example_key(names: &Names) -> String {
+    names
+        .params
+        .first()
+        .map_or_else(|| "order_id".to_owned(), |p| p.unraw().to_string())
+}
+
+/// The candidate closest to `name` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .filter(|&(distance, _)| distance > 0 && distance <= 1.max(name.len() / 3))
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, candidate)| candidate.as_str())
+}
+
+/// Levenshtein distance where swapping two adjacent characters also counts as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0_usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitution = rows[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = substitution.min(rows[i - 1][j] + 1).min(rows[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+/// Splits a comma-separated list of names. Errors about them point at the whole literal:
+/// stable Rust cannot point inside a string literal, so the messages name the culprit.
+fn split_names(literal: &LitStr) -> Vec<String> {
     literal
         .value()
         .split(',')
-        .map(|name| (name.trim().to_owned(), literal.span()))
+        .map(|name| name.trim().to_owned())
         .collect()
+}
+
+/// `a.b` with the spaces `quote` puts between tokens removed, for messages.
+fn render(expr: &Expr) -> String {
+    quote::ToTokens::to_token_stream(expr)
+        .to_string()
+        .replace(' ', "")
 }
 
 fn parse_key(
     literal: &LitStr,
-    names: &[String],
-    has_receiver: bool,
-    name_list: &str,
+    params: &[Param],
+    names: &Names,
     errors: &mut Errors,
 ) -> Vec<KeyPart> {
     if literal.value().trim().is_empty() {
         errors.push(syn::Error::new_spanned(
             literal,
-            "`key` is empty; name at least one argument, such as `key = \"order_id\"`",
+            format!(
+                "`key` is empty; name the arguments that identify the operation, such as `key = \"{}\"`",
+                example_key(names)
+            ),
         ));
         return Vec::new();
     }
@@ -430,9 +651,7 @@ fn parse_key(
     let mut parts: Vec<KeyPart> = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     for expr in exprs {
-        let text = quote::ToTokens::to_token_stream(&expr)
-            .to_string()
-            .replace(' ', "");
+        let text = render(&expr);
         let root = match key_root(&expr) {
             Ok(root) => root,
             Err(message) => {
@@ -440,16 +659,22 @@ fn parse_key(
                 continue;
             }
         };
-        let known = if root == "self" {
-            has_receiver
-        } else {
-            names.contains(&root)
-        };
-        if !known {
+        if root == "self" && names.receiver.is_none() {
             errors.push(syn::Error::new_spanned(
                 literal,
                 format!(
-                    "`key` names `{root}`, which is not an argument of this function; {name_list}"
+                    "`key` names `{text}`, but this function has no `self` argument; {}",
+                    names.describe_unknown(&root)
+                ),
+            ));
+            continue;
+        }
+        if !names.contains(&root) {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                format!(
+                    "`key` names `{root}`, which is not an argument of this function; {}",
+                    names.describe_unknown(&root)
                 ),
             ));
             continue;
@@ -457,7 +682,7 @@ fn parse_key(
         if seen.contains(&text) {
             errors.push(syn::Error::new_spanned(
                 literal,
-                format!("`{text}` appears twice in `key`"),
+                format!("`{text}` appears twice in `key`; remove one"),
             ));
             continue;
         }
@@ -466,57 +691,80 @@ fn parse_key(
         if whole && root == "self" {
             errors.push(syn::Error::new_spanned(
                 literal,
-                "`self` cannot be a key part as a whole; name a field, such as `key = \"self.tenant_id, order_id\"`",
+                "`self` cannot be a key part as a whole; name its fields, such as `key = \"self.tenant_id, order_id\"`",
             ));
             continue;
         }
-        parts.push(KeyPart { expr, root, whole });
+        let param = if whole {
+            params
+                .iter()
+                .find(|param| param.ident.unraw() == root)
+                .cloned()
+        } else {
+            None
+        };
+        let mut expr = expr;
+        if !whole {
+            bind_root(&mut expr, names.binding(&root));
+        }
+        parts.push(KeyPart { expr, param });
     }
     parts
 }
 
+/// Makes the root of a field path the parameter itself. The key string names parameters by
+/// name, but its tokens have the string's hygiene, which differs from the parameter's when the
+/// function comes from a `macro_rules!` expansion.
+fn bind_root(expr: &mut Expr, binding: Option<&Ident>) {
+    match expr {
+        Expr::Field(field) => bind_root(&mut field.base, binding),
+        Expr::Path(path) => {
+            if let (Some(segment), Some(binding)) = (path.path.segments.first_mut(), binding) {
+                let mut ident = binding.clone();
+                ident.set_span(binding.span().located_at(segment.ident.span()));
+                segment.ident = ident;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The argument a key expression starts from, or why the expression is not allowed.
 fn key_root(expr: &Expr) -> Result<String, String> {
-    let rendered = || {
-        quote::ToTokens::to_token_stream(expr)
-            .to_string()
-            .replace(' ', "")
-    };
     match expr {
         Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
             match path.path.get_ident() {
-                Some(ident) => Ok(ident.to_string()),
-                None if path.path.segments.len() == 1 && path.path.segments[0].ident == "self" => {
-                    Ok("self".to_owned())
-                }
+                Some(ident) => Ok(ident.unraw().to_string()),
                 None => Err(format!(
-                    "`{}` is not an argument; key parts are argument names or field paths such as `order.id`",
-                    rendered()
+                    "`{}` in `key` is not an argument; name arguments or field paths only, such as `key = \"order.id\"`",
+                    render(expr)
                 )),
             }
         }
-        Expr::Field(field) => key_root(&field.base),
+        Expr::Field(field) if field.attrs.is_empty() => key_root(&field.base),
         Expr::Call(_) | Expr::MethodCall(_) | Expr::Macro(_) => Err(format!(
-            "`{}` is a call: a key must be computed from the arguments alone, and a call such as `Utc::now()`, `Uuid::new_v4()` or `rand::random()` returns a different value on every retry",
-            rendered()
+            "`key` cannot contain the call `{}`: a call runs again on every retry and can return a new value each time; name arguments or field paths only, such as `key = \"order.id\"`",
+            render(expr)
         )),
         Expr::Lit(_) => Err(format!(
-            "`{}` is a literal; constants add nothing to a key (use `namespace` to scope keys)",
-            rendered()
+            "`{}` in `key` is a literal, which adds nothing to a key; scope keys with `namespace = \"...\"` instead",
+            render(expr)
         )),
         _ => Err(format!(
-            "`{}` is not allowed in `key`; key parts are argument names or field paths such as `order.id`",
-            rendered()
+            "`{}` is not allowed in `key`; name arguments or field paths only, such as `key = \"order.id\"`",
+            render(expr)
         )),
     }
 }
 
-fn parse_duration_option(literal: &LitStr, name: &str, errors: &mut Errors) -> u64 {
+fn parse_duration_option(literal: &LitStr, name: &str, example: &str, errors: &mut Errors) -> u64 {
     match parse_duration_ms(&literal.value()) {
         Ok(0) => {
             errors.push(syn::Error::new_spanned(
                 literal,
-                format!("`{name}` must be greater than zero"),
+                format!(
+                    "`{name}` is zero; give a positive duration, such as `{name} = \"{example}\"`"
+                ),
             ));
             1
         }
@@ -524,19 +772,19 @@ fn parse_duration_option(literal: &LitStr, name: &str, errors: &mut Errors) -> u
         Err(problem) => {
             errors.push(syn::Error::new_spanned(
                 literal,
-                format!("invalid `{name}`: {problem}"),
+                format!("invalid `{name}`: {problem}, such as `{name} = \"{example}\"`"),
             ));
             1
         }
     }
 }
 
-/// Parses `"24h"`, `"1h30m"`, `"500ms"` into milliseconds.
+/// Parses `"24h"`, `"1h30m"`, `"500ms"` into milliseconds. An error completes the sentence
+/// "invalid `ttl`: ..., such as `ttl = \"24h\"`".
 pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    const EXAMPLES: &str =
-        "write a duration such as \"30s\", \"24h\" or \"1h30m\" (units ms, s, m, h, d)";
+    const UNITS: &str = "units `ms`, `s`, `m`, `h` and `d`";
     if text.is_empty() {
-        return Err(format!("it is empty; {EXAMPLES}"));
+        return Err(format!("it is empty; write a number and a unit ({UNITS})"));
     }
     let bytes = text.as_bytes();
     let mut total: u64 = 0;
@@ -548,13 +796,11 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
         }
         if i == digits_start {
             return Err(format!(
-                "expected a number at `{}`; {EXAMPLES}",
+                "expected a number at `{}`; write a number and a unit ({UNITS})",
                 &text[digits_start..]
             ));
         }
-        let number: u64 = text[digits_start..i]
-            .parse()
-            .map_err(|_| format!("`{}` is too large", &text[digits_start..i]))?;
+        let digits = &text[digits_start..i];
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -566,21 +812,67 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            "" => return Err(format!("`{number}` has no unit; {EXAMPLES}")),
-            other => return Err(format!("unknown unit `{other}`; use ms, s, m, h or d")),
+            "" => {
+                return Err(format!("`{digits}` has no unit; add one of the {UNITS}"));
+            }
+            other => {
+                return Err(format!("unknown unit `{other}`; use one of the {UNITS}"));
+            }
         };
-        let part = number
-            .checked_mul(factor)
-            .ok_or_else(|| format!("`{text}` overflows"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("`{text}` overflows"))?;
+        let too_long = || format!("`{text}` is too long to represent; use a shorter duration");
+        let number: u64 = digits.parse().map_err(|_| too_long())?;
+        let part = number.checked_mul(factor).ok_or_else(too_long)?;
+        total = total.checked_add(part).ok_or_else(too_long)?;
     }
     Ok(total)
 }
 
-/// Names found in types that can never give the same key on a retry, with the reason.
-fn non_deterministic_type(ty: &Type) -> Option<(&Ident, &'static str)> {
+/// Why a type can never give the same key or fingerprint on a retry.
+#[derive(Clone, Copy)]
+enum Unstable {
+    Timestamp,
+    Hashed,
+    Random,
+}
+
+impl Unstable {
+    /// "a `SystemTime` changes on every retry"
+    fn describe(self, ty: &Ident) -> String {
+        match self {
+            Unstable::Timestamp => format!("{} `{ty}` changes on every retry", article(ty)),
+            Unstable::Hashed => format!(
+                "{} `{ty}` iterates in a different order in every process",
+                article(ty)
+            ),
+            Unstable::Random => format!(
+                "{} `{ty}` gives a different value on every call",
+                article(ty)
+            ),
+        }
+    }
+
+    /// What to do instead, for a key part.
+    fn fix(self, ty: &Ident) -> String {
+        match self {
+            Unstable::Timestamp | Unstable::Random => "key on values the caller sends again with every retry, such as an order id or a request id".to_owned(),
+            Unstable::Hashed => {
+                let ordered = if ty == "HashSet" { "BTreeSet" } else { "BTreeMap" };
+                format!("use a `{ordered}`, which iterates in order")
+            }
+        }
+    }
+}
+
+/// "a" or "an", for a type name.
+fn article(ty: &Ident) -> &'static str {
+    let vowel = ty
+        .to_string()
+        .starts_with(|c: char| "AEIOUaeiou".contains(c));
+    if vowel { "an" } else { "a" }
+}
+
+/// The first name in a type that can never give the same key on a retry, and why.
+fn unstable_type(ty: &Type) -> Option<(&Ident, Unstable)> {
     const TIMESTAMPS: &[&str] = &[
         "SystemTime",
         "Instant",
@@ -600,18 +892,13 @@ fn non_deterministic_type(ty: &Type) -> Option<(&Ident, &'static str)> {
             return;
         }
         let name = ident.to_string();
-        if TIMESTAMPS.contains(&name.as_str()) {
-            found = Some((ident, "a timestamp changes on every retry"));
-        } else if HASHED.contains(&name.as_str()) {
-            found = Some((
-                ident,
-                "a `HashMap`/`HashSet` iterates in a different order in every process (use `BTreeMap`/`BTreeSet`)",
-            ));
-        } else if RANDOM.contains(&name.as_str()) {
-            found = Some((
-                ident,
-                "a random generator gives different values on every call",
-            ));
+        let name = name.as_str();
+        if TIMESTAMPS.contains(&name) {
+            found = Some((ident, Unstable::Timestamp));
+        } else if HASHED.contains(&name) {
+            found = Some((ident, Unstable::Hashed));
+        } else if RANDOM.contains(&name) {
+            found = Some((ident, Unstable::Random));
         }
     });
     found
@@ -647,7 +934,7 @@ fn visit_type_idents<'a>(ty: &'a Type, visit: &mut impl FnMut(&'a Ident)) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration_ms;
+    use super::{closest, edit_distance, parse_duration_ms};
 
     #[test]
     fn durations() {
@@ -662,5 +949,17 @@ mod tests {
         assert!(parse_duration_ms("h").is_err());
         assert!(parse_duration_ms("99999999999999999999d").is_err());
         assert!(parse_duration_ms("18446744073709551615d").is_err());
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("acton", "action"), 1);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(edit_distance("tll", "ttl"), 1);
+        assert_eq!(edit_distance("namespace", "namespace"), 0);
+        let names = ["order_id".to_owned(), "action".to_owned()];
+        assert_eq!(closest("acton", &names), Some("action"));
+        assert_eq!(closest("orderid", &names), Some("order_id"));
+        assert_eq!(closest("client", &names), None);
     }
 }

@@ -1,12 +1,22 @@
 //! Generates the expanded function from a validated [`Config`]. The generated body is a call
 //! into `idempotent_core::__private`; no algorithm is spelled out here.
+//!
+//! Hygiene: every path is absolute (`::core::...`, `<crate>::__private::...`, where `<crate>`
+//! is the `crate = "..."` option or `::idempotent_core`), traits are used through `__private`
+//! only, and every local is prefixed `__idem_`.
+//!
+//! Spans: every trait bound is asserted where the user can fix it, once. A parameter's type is
+//! named in a turbofish with its own tokens, so an argument that is not a `KeyPart` is
+//! reported at its declared type; a field path at the key string; the return type's bounds at
+//! the return type's name (see below). Tokens of these calls carry the user's spans, so the
+//! compiler sees one span per check and reports an unmet bound once.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::{Ident, ItemFn};
 
-use crate::attr::{Config, InFlight};
+use crate::attr::{Config, InFlight, Param};
 
 pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
     let Config {
@@ -27,128 +37,263 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         sig,
         block,
     } = function;
-    let private = quote!(#krate::__private);
+    // `<crate>::__private` with every token at `span`. It is an absolute path (or the user's
+    // own `crate = "..."` path, written where the user's code is), so it resolves the same
+    // with any span; a span of the user's code lets an expression made of it and the user's
+    // tokens cover exactly those tokens.
+    let private = |span: Span| respan(quote!(#krate::__private), span);
+    let here = quote!(#krate::__private);
 
     let namespace = match namespace {
         Some(literal) => quote!(#literal),
         None => {
-            let name = sig.ident.to_string();
+            let name = sig.ident.unraw().to_string();
             quote!(::core::concat!(::core::module_path!(), "::", #name))
         }
     };
 
-    // Each part is written through a function whose bound is spanned at the argument's type
-    // (or, for field paths, at the key string), so a type that is not a `KeyPart` is reported
-    // once, where the user can fix it.
-    let key_parts = key.iter().map(|part| {
-        let expr = &part.expr;
-        let span = part_span(part.whole, &part.root, &sig).unwrap_or_else(|| expr.span());
-        let respanned = respan_root(expr, part.whole, span);
-        quote_spanned! {span=>
-            #private::key_part(&mut __idem_key_builder, &#respanned);
+    let key_parts = key.iter().map(|part| match &part.param {
+        // A whole argument: a type that is not a `KeyPart` is reported at its declared type.
+        Some(param) => {
+            let part = PartArg::new(param);
+            let path = private(part.first);
+            let call = part.call(quote!(#path::key_part), quote!(&mut __idem_key_builder,));
+            quote_spanned!(part.last=> #call;)
+        }
+        // A field path: at the key string it was written in.
+        None => {
+            let expr = &part.expr;
+            let (first, last) = edges(expr);
+            let path = private(first);
+            // The builder is ours: its name keeps the expansion's hygiene.
+            let builder = quote!(&mut __idem_key_builder);
+            quote_spanned! {last=>
+                #path::key_part(#builder, &#expr);
+            }
         }
     });
 
     let fingerprint = if fingerprinted.is_empty() {
-        quote!(#private::Fingerprint::NONE)
+        quote!(#here::Fingerprint::NONE)
     } else {
         let fields = fingerprinted.iter().map(|param| {
-            let name = param.ident.to_string();
-            let ident = Ident::new(&name, param.ty.span());
-            quote_spanned! {param.ty.span()=>
-                #private::fingerprint_part(&mut __idem_fingerprint_builder, #name, &#ident);
-            }
+            let name = param.ident.unraw().to_string();
+            let part = PartArg::new(param);
+            let path = private(part.first);
+            let call = part.call(
+                quote!(#path::fingerprint_part),
+                quote!(&mut __idem_fingerprint_builder, #name,),
+            );
+            quote_spanned!(part.last=> #call;)
         });
         quote!({
-            let mut __idem_fingerprint_builder = #private::Fingerprint::builder();
+            let mut __idem_fingerprint_builder = #here::Fingerprint::builder();
             #(#fields)*
             __idem_fingerprint_builder.finish()
         })
     };
 
-    let store_binding = match store {
-        Some(expr) => quote!(let __idem_store_value = &(#expr);),
-        None => quote!(let __idem_store_value = &#private::default_store();),
+    // The store expression is evaluated once per call, and borrowed for the whole call. Method
+    // syntax lets `AsStore` accept stores, references and `Arc`s alike; a type that is not a
+    // store is reported (as E0599) at the expression.
+    let store = match store {
+        Some(expr) => {
+            let (first, last) = edges(&expr);
+            let generated = |at: Span| Span::call_site().located_at(at);
+            let value = quote_spanned!(generated(first)=> __idem_store_value);
+            let method = quote_spanned!(generated(last)=> __idempotent_as_store());
+            // The borrow is shown at the expression (it lasts the whole call).
+            let borrowed = quote_spanned!(generated(first)=> &);
+            let grouped = quote_spanned!(generated(last)=> (#expr));
+            quote! {
+                let __idem_store_value = #borrowed #grouped;
+                let __idem_store: &dyn #here::IdempotencyStore = {
+                    use #here::AsStore as _;
+                    #value.#method
+                };
+            }
+        }
+        None => quote! {
+            let __idem_store_value = #here::default_store();
+            let __idem_store: &dyn #here::IdempotencyStore = &*__idem_store_value;
+        },
     };
 
     let in_flight = match on_in_flight {
-        InFlight::Wait => quote!(#private::OnInFlight::Wait),
-        InFlight::Reject => quote!(#private::OnInFlight::Reject),
+        InFlight::Wait => quote!(#here::OnInFlight::Wait),
+        InFlight::Reject => quote!(#here::OnInFlight::Reject),
     };
 
-    let ret_span = return_type.span();
-    let (runner, output_check) = if cache_errors {
-        (
-            quote!(run_caching_errors),
-            quote_spanned! {ret_span=>
-                #private::assert_output::<#return_type>();
-                #private::assert_error_storable::<#return_type>();
-            },
-        )
-    } else {
-        (
-            quote!(run),
-            quote_spanned! {ret_span=> #private::assert_output::<#return_type>(); },
-        )
+    // The return type's bounds are asserted first, with the messages of `__private`'s marker
+    // traits. The runner's call and its `.await` need the same bounds again; the compiler
+    // reports an unmet bound once per span, and `.await` has the span of its one keyword, so
+    // everything that needs these bounds sits on one token of the return type: the name of
+    // the type (`Result`, or an alias such as `Res`).
+    let ret = return_type_token(&return_type);
+    let ret_path = private(ret);
+    // The compiler reports a bound on a generic argument at that argument's tokens.
+    let return_type = relocate(return_type.to_token_stream(), ret);
+    let mut output_check = quote_spanned! {ret=>
+        #ret_path::assert_output::<#return_type>();
     };
-    let run = quote_spanned! {ret_span=> #private::#runner::<#return_type, _> };
+    if cache_errors {
+        output_check.extend(quote_spanned! {ret=>
+            #ret_path::assert_error_storable::<#return_type>();
+        });
+    }
+    let runner = if cache_errors {
+        quote_spanned!(ret=> run_caching_errors)
+    } else {
+        quote_spanned!(ret=> run)
+    };
+    // The body becomes an async block, shown where the body is (borrow errors name it).
+    let body_async =
+        quote_spanned!(Span::call_site().located_at(block.brace_token.span.join())=> async);
+    let body = quote!(#body_async #block);
+    let args = quote! {
+        __idem_store,
+        #namespace,
+        __idem_key,
+        __idem_fingerprint,
+        &__IDEM_OPTIONS,
+        #body,
+    };
+    let run = quote_spanned! {ret=>
+        #ret_path::#runner::<#return_type, _>(#args).await
+    };
 
     quote! {
         #(#attrs)*
         #vis #sig {
+            const __IDEM_OPTIONS: #here::CallOptions = #here::CallOptions::new()
+                .ttl(#here::Duration::from_millis(#ttl_ms))
+                .lease(#here::Duration::from_millis(#lease_ms))
+                .on_in_flight(#in_flight);
             #output_check
             let __idem_key = {
-                let mut __idem_key_builder = #private::IdempotencyKey::builder(#namespace);
+                let mut __idem_key_builder = #here::IdempotencyKey::builder(#namespace);
                 #(#key_parts)*
                 __idem_key_builder.finish()
             };
             let __idem_fingerprint = #fingerprint;
-            #store_binding
-            let __idem_store: &dyn #private::IdempotencyStore = {
-                use #private::AsStore as _;
-                __idem_store_value.__idempotent_as_store()
-            };
-            const __IDEM_OPTIONS: #private::CallOptions = #private::CallOptions::new()
-                .ttl(#private::Duration::from_millis(#ttl_ms))
-                .lease(#private::Duration::from_millis(#lease_ms))
-                .on_in_flight(#in_flight);
-            #run(
-                __idem_store,
-                #namespace,
-                __idem_key,
-                __idem_fingerprint,
-                &__IDEM_OPTIONS,
-                async #block,
-            )
-            .await
+            #store
+            #run
         }
     }
 }
 
-/// The span of a whole-argument key part's declared type.
-fn part_span(whole: bool, root: &str, sig: &syn::Signature) -> Option<Span> {
-    if !whole {
-        return None;
-    }
-    sig.inputs.iter().find_map(|input| match input {
-        syn::FnArg::Typed(typed) => match &*typed.pat {
-            syn::Pat::Ident(pat) if pat.ident == root => Some(typed.ty.span()),
-            _ => None,
-        },
-        syn::FnArg::Receiver(_) => None,
-    })
+/// A parameter passed as `&T` to a `__private` helper generic over `T`, where `T` is the
+/// parameter's type without its outer reference. Named in a turbofish, `T` is the subject of
+/// an unmet bound (so the message of the helper's marker trait applies, not that of `&T`), and
+/// the compiler reports it once, at the type as the user wrote it.
+struct PartArg<'a> {
+    first: Span,
+    last: Span,
+    /// `T`, unless it cannot be named in a turbofish (`impl Trait`; `dyn Trait` would get a
+    /// different default lifetime there), in which case the argument decides.
+    referent: Option<&'a syn::Type>,
+    arg: TokenStream,
 }
 
-/// A whole-argument key part re-spanned at its type, so errors land there.
-fn respan_root(expr: &syn::Expr, whole: bool, span: Span) -> TokenStream {
-    match expr {
-        syn::Expr::Path(path) if whole => match path.path.get_ident() {
-            Some(ident) => {
-                let ident = Ident::new(&ident.to_string(), span);
-                quote!(#ident)
-            }
-            None => quote!(#expr),
-        },
-        _ => quote!(#expr),
+impl<'a> PartArg<'a> {
+    fn new(param: &'a Param) -> Self {
+        let (first, last) = edges(&param.ty);
+        // The name keeps its own hygiene: it must resolve to the parameter even when the
+        // function comes from a `macro_rules!` expansion.
+        let mut ident: Ident = param.ident.clone();
+        ident.set_span(ident.span().located_at(last));
+        let (referent, arg) = match peel_groups(&param.ty) {
+            syn::Type::Reference(reference) => (&*reference.elem, quote!(#ident)),
+            other => (other, quote_spanned!(first=> &#ident)),
+        };
+        let referent = (!names_anonymous_type(referent)).then_some(referent);
+        PartArg {
+            first,
+            last,
+            referent,
+            arg,
+        }
     }
+
+    /// `function::<T>(leading arg)`.
+    fn call(&self, function: TokenStream, leading: TokenStream) -> TokenStream {
+        let arg = &self.arg;
+        match self.referent {
+            Some(referent) => quote_spanned!(self.last=> #function::<#referent>(#leading #arg)),
+            None => quote_spanned!(self.last=> #function(#leading #arg)),
+        }
+    }
+}
+
+/// A type without the invisible groups a `macro_rules!` fragment is wrapped in.
+fn peel_groups(ty: &syn::Type) -> &syn::Type {
+    match ty {
+        syn::Type::Group(group) => peel_groups(&group.elem),
+        other => other,
+    }
+}
+
+/// Whether a type contains `impl Trait` or `dyn Trait`.
+fn names_anonymous_type(ty: &syn::Type) -> bool {
+    fn scan(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tt| match tt {
+            TokenTree::Ident(ident) => ident == "impl" || ident == "dyn",
+            TokenTree::Group(group) => scan(group.stream()),
+            _ => false,
+        })
+    }
+    scan(ty.to_token_stream())
+}
+
+/// The token errors about the return type point at: the name of the type.
+fn return_type_token(ty: &syn::Type) -> Span {
+    match ty {
+        syn::Type::Path(path) => match path.path.segments.last() {
+            Some(segment) => segment.ident.span(),
+            None => edges(ty).0,
+        },
+        _ => edges(ty).0,
+    }
+}
+
+/// The spans of the first and last token of `tokens`.
+fn edges(tokens: &impl ToTokens) -> (Span, Span) {
+    let mut iter = tokens.to_token_stream().into_iter();
+    let first = iter.next().map_or_else(Span::call_site, |tt| tt.span());
+    let last = iter.last().map_or(first, |tt| tt.span());
+    (first, last)
+}
+
+/// The same tokens, shown at `span` but resolved as before.
+fn relocate(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(group) = &tt {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), relocate(group.stream(), span));
+                inner.set_span(group.span().located_at(span));
+                return TokenTree::Group(inner);
+            }
+            tt.set_span(tt.span().located_at(span));
+            tt
+        })
+        .collect()
+}
+
+/// The same tokens, every one of them at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(group) = &tt {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                return TokenTree::Group(inner);
+            }
+            tt.set_span(span);
+            tt
+        })
+        .collect()
 }

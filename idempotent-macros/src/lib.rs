@@ -12,11 +12,7 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     let function = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(function) => function,
         Err(_) => {
-            let error = syn::Error::new(
-                proc_macro2::Span::call_site(),
-                "`#[idempotent]` goes on an `async fn` (a free function or a method)",
-            );
-            let mut output = error.to_compile_error();
+            let mut output = attr::not_a_function(item.clone().into()).to_compile_error();
             output.extend(proc_macro2::TokenStream::from(item));
             return output.into();
         }

@@ -249,19 +249,19 @@ impl Service {
         }
     }
 
-    #[idempotent(key = "id", store = self.store)]
+    #[idempotent(namespace = "replay.lookup", key = "id", store = self.store)]
     async fn lookup(&self, id: u32) -> Result<u32, Error> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         Ok(id * 10)
     }
 
-    #[idempotent(key = "id", store = self.store)]
+    #[idempotent(namespace = "replay.bump", key = "id", store = self.store)]
     async fn bump(&mut self, id: u32) -> Result<u32, Error> {
         self.count += 1;
         Ok(self.count + id)
     }
 
-    #[idempotent(key = "self.tenant, id", store = self.store)]
+    #[idempotent(namespace = "replay.per_tenant", key = "self.tenant, id", store = self.store)]
     async fn per_tenant(&self, id: u32) -> Result<String, Error> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         Ok(format!("{}-{id}", self.tenant))
@@ -345,21 +345,22 @@ struct Orders;
 struct Refunds;
 
 impl Orders {
-    #[idempotent(key = "id", store = store)]
+    #[idempotent(namespace = "orders.get", key = "id", store = store)]
     async fn get(&self, store: &MemoryStore, id: u64) -> Result<String, Error> {
         Ok(format!("order-{id}"))
     }
 }
 
 impl Refunds {
-    #[idempotent(key = "id", store = store)]
+    #[idempotent(namespace = "refunds.get", key = "id", store = store)]
     async fn get(&self, store: &MemoryStore, id: u64) -> Result<String, Error> {
         Ok(format!("refund-{id}"))
     }
 }
 
 #[tokio::test]
-#[ignore = "known bug (idempotent-macros): the default namespace is `module_path::fn_name`, so same-named methods of different types in one module share records"]
+// Methods must name their namespace (a compile error otherwise, see
+// ui/fail/method_without_namespace.rs), so same-named methods never share records.
 async fn same_named_methods_of_different_types_do_not_share_records() {
     let store = MemoryStore::new();
     assert_eq!(Orders.get(&store, 1).await.unwrap(), "order-1");

@@ -1,0 +1,135 @@
+//! The expansion of `#[idempotent]` is clean under `#![deny(warnings, clippy::all)]`:
+//! `cargo clippy -p idempotent-tests --all-targets -- -D warnings` checks this file, which
+//! uses the attribute in the forms of `ui/pass/deny_warnings.rs` (trybuild does not run
+//! clippy), and the tests below run each form once.
+#![deny(warnings, clippy::all)]
+
+use idempotent_core::{Error, IdempotencyStore, KeyPart, MemoryStore, idempotent};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+struct Client;
+
+struct Order {
+    id: u64,
+    amount: u64,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum StoredError {
+    Rejected,
+    Idempotency(String),
+}
+
+impl From<Error> for StoredError {
+    fn from(error: Error) -> Self {
+        StoredError::Idempotency(error.to_string())
+    }
+}
+
+#[idempotent(key = "order_id, action")]
+async fn minimal(order_id: u64, action: &str, amount: u64) -> Result<String, Error> {
+    Ok(format!("{order_id}{action}{amount}"))
+}
+
+#[idempotent(key = "order_id")]
+async fn key_only(order_id: u64) -> Result<(), Error> {
+    let _ = order_id;
+    Ok(())
+}
+
+#[idempotent(key = "order.id", skip = "client", store = store, ttl = "1h", lease = "10s")]
+async fn with_store(store: &MemoryStore, client: &Client, order: &Order) -> Result<u64, Error> {
+    let _ = client;
+    Ok(order.amount)
+}
+
+#[idempotent(
+    key = "id",
+    on_in_flight = "reject",
+    namespace = "expansion_lints.generic"
+)]
+async fn generic<T: KeyPart + Sync>(id: &T, count: u32) -> Result<u32, Error> {
+    let _ = id;
+    Ok(count)
+}
+
+#[idempotent(key = "id", cache_errors = true, crate = "::idempotent_core")]
+async fn caching(id: u64, fail: bool) -> Result<Option<u64>, StoredError> {
+    if fail {
+        return Err(StoredError::Rejected);
+    }
+    Ok(Some(id))
+}
+
+#[idempotent(key = "id")]
+async fn impl_trait(id: impl KeyPart + Send, extra: &impl KeyPart) -> Result<u8, Error> {
+    let _ = (id, extra);
+    Ok(1)
+}
+
+struct Service {
+    store: Arc<dyn IdempotencyStore>,
+    tenant: String,
+    calls: u32,
+}
+
+impl Service {
+    #[idempotent(namespace = "expansion_lints.by_ref", key = "self.tenant, id", store = self.store)]
+    async fn by_ref(&self, id: u64) -> Result<u64, Error> {
+        Ok(id + u64::from(self.calls))
+    }
+
+    #[idempotent(namespace = "expansion_lints.by_mut", key = "id", store = self.store)]
+    async fn by_mut(&mut self, id: u64) -> Result<u32, Error> {
+        self.calls += 1;
+        Ok(self.calls + u32::try_from(id).unwrap_or_default())
+    }
+
+    fn bump(&mut self) {
+        self.calls += 1;
+    }
+
+    #[idempotent(namespace = "expansion_lints.by_mut_cloned_store", key = "id", store = self.store.clone())]
+    async fn by_mut_cloned_store(&mut self, id: u64) -> Result<u32, Error> {
+        self.bump();
+        Ok(self.calls + u32::try_from(id).unwrap_or_default())
+    }
+}
+
+#[tokio::test]
+async fn every_form_runs_and_replays() -> Result<(), Error> {
+    assert_eq!(minimal(1, "a", 2).await?, "1a2");
+    key_only(1).await?;
+
+    let store = MemoryStore::new();
+    let order = Order { id: 7, amount: 5 };
+    assert_eq!(with_store(&store, &Client, &order).await?, 5);
+    assert_eq!(store.len(), 1);
+
+    assert_eq!(generic(&9_u64, 3).await?, 3);
+    assert_eq!(caching(4, false).await, Ok(Some(4)));
+    assert_eq!(caching(5, true).await, Err(StoredError::Rejected));
+    // The error was stored: a retry with a different `fail` is a payload mismatch.
+    assert!(matches!(
+        caching(5, false).await,
+        Err(StoredError::Idempotency(_))
+    ));
+    assert_eq!(impl_trait(1_u8, &2_u16).await?, 1);
+
+    let mut service = Service {
+        store: Arc::new(MemoryStore::new()),
+        tenant: "acme".to_owned(),
+        calls: 0,
+    };
+    assert_eq!(service.by_ref(1).await?, 1);
+    assert_eq!(service.by_mut(1).await?, 2);
+    assert_eq!(
+        service.by_mut(1).await?,
+        2,
+        "replayed, the body did not run"
+    );
+    assert_eq!(service.by_mut_cloned_store(10).await?, 12);
+    assert_eq!(service.calls, 2);
+    Ok(())
+}

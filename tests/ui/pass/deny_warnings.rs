@@ -1,0 +1,63 @@
+// The expansion is clean under `deny(warnings)` in several forms. Clippy is checked on the
+// same forms by `tests/tests/expansion_lints.rs` (trybuild does not run clippy).
+#![deny(warnings, clippy::all)]
+
+use idempotent_core::{Error, IdempotencyStore, KeyPart, MemoryStore, idempotent};
+use std::sync::Arc;
+
+struct Client;
+
+struct Order {
+    id: u64,
+    amount: u64,
+}
+
+#[idempotent(key = "order_id, action")]
+async fn minimal(order_id: u64, action: &str, amount: u64) -> Result<String, Error> {
+    Ok(format!("{order_id}{action}{amount}"))
+}
+
+#[idempotent(key = "order_id")]
+async fn key_only(order_id: u64) -> Result<(), Error> {
+    let _ = order_id;
+    Ok(())
+}
+
+#[idempotent(key = "order.id", skip = "client", store = store, ttl = "1h", lease = "10s")]
+async fn with_store(store: &MemoryStore, client: &Client, order: &Order) -> Result<u64, Error> {
+    let _ = client;
+    Ok(order.amount)
+}
+
+#[idempotent(key = "id", on_in_flight = "reject", namespace = "generic")]
+async fn generic<T: KeyPart + Sync>(id: &T, count: u32) -> Result<u32, Error> {
+    let _ = id;
+    Ok(count)
+}
+
+struct Service {
+    store: Arc<dyn IdempotencyStore>,
+    calls: u32,
+}
+
+impl Service {
+    #[idempotent(namespace = "deny_warnings.by_ref", key = "id", store = self.store)]
+    async fn by_ref(&self, id: u64) -> Result<u64, Error> {
+        Ok(id + u64::from(self.calls))
+    }
+
+    #[idempotent(namespace = "deny_warnings.by_mut", key = "id", store = self.store)]
+    async fn by_mut(&mut self, id: u64) -> Result<u32, Error> {
+        self.calls += 1;
+        Ok(self.calls + u32::try_from(id).unwrap_or_default())
+    }
+}
+
+fn main() {
+    let _ = minimal;
+    let _ = key_only;
+    let _ = with_store;
+    let _ = generic::<u64>;
+    let _ = Service::by_ref;
+    let _ = Service::by_mut;
+}
