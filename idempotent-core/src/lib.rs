@@ -72,6 +72,8 @@ pub use crate::error::{BoxError, Error};
 pub use crate::key::{KeyPart, KeyWriter, generate_idempotency_key};
 pub use crate::store::IdempotencyStore;
 pub use crate::stores::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use crate::stores::sqlite::{SqliteStore, SqliteStoreBuilder};
 
 /// Makes an `async fn` idempotent: the body runs at most once per key, and every duplicate
 /// call gets the first call's result.

@@ -37,18 +37,12 @@ impl IdempotencyStore for BrokenStore {
         }
         let claim = self.inner.claim(&request).await?;
         Ok(match (self.bug, claim) {
-            (Bug::EpochStuck, Claim::Acquired(lease)) => Claim::Acquired(Lease::new(
-                lease.scope(),
-                lease.key(),
-                lease.owner(),
-                1,
-            )),
-            (Bug::NotExclusive, Claim::InFlight { .. }) => Claim::Acquired(Lease::new(
-                request.scope,
-                request.key,
-                request.owner,
-                1,
-            )),
+            (Bug::EpochStuck, Claim::Acquired(lease)) => {
+                Claim::Acquired(Lease::new(lease.scope(), lease.key(), lease.owner(), 1))
+            }
+            (Bug::NotExclusive, Claim::InFlight { .. }) => {
+                Claim::Acquired(Lease::new(request.scope, request.key, request.owner, 1))
+            }
             (_, claim) => claim,
         })
     }

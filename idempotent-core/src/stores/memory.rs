@@ -247,7 +247,8 @@ impl MemoryStore {
     /// shard. Returns how many were removed.
     fn purge_shard(&self, state: &mut ShardState, now: Instant, reclaim_released: bool) -> usize {
         let expired_due = state.next_expiry.is_some_and(|next| next <= now);
-        if !expired_due && !(reclaim_released && state.released > 0) {
+        let tombstones_due = reclaim_released && state.released > 0;
+        if !(expired_due || tombstones_due) {
             return 0;
         }
         let before = state.records.len();

@@ -1,3 +1,5 @@
 //! Store backends. The in-memory store is always available; the others sit behind features.
 
 pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

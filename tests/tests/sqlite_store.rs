@@ -1,0 +1,561 @@
+#![cfg(feature = "sqlite")]
+//! `SqliteStore`: the conformance suite, durability across a reopen, 1,000 concurrent
+//! duplicates through `#[idempotent]`, table-name validation, and cancelled claims.
+//!
+//! Corrupt rows and the persisted row format need a raw SQLite connection, which this package
+//! has no dependency for; they are unit tests in `idempotent-core/src/stores/sqlite.rs`.
+
+use std::future::{Future, poll_fn};
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use idempotent_core::key::Fingerprint;
+use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::stores::sqlite::SqliteStoreBuilder;
+use idempotent_core::{Disposition, Error, IdempotencyStore, SqliteStore, idempotent, observe};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Barrier;
+
+/// A database file under the temp directory, deleted (with its WAL and shared-memory files)
+/// on drop.
+struct TempDb {
+    path: PathBuf,
+}
+
+impl TempDb {
+    fn new(label: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "idempotent-sqlite-{label}-{}-{}.db",
+            std::process::id(),
+            OwnerId::new()
+        ));
+        TempDb { path }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
+/// A store that owns its temporary database: the files go when the suite drops the store.
+struct TempStore {
+    // Declared first, so the connections are dropped before the files are removed.
+    store: SqliteStore,
+    _db: TempDb,
+}
+
+impl TempStore {
+    async fn open(label: &str, builder: SqliteStoreBuilder) -> Arc<dyn IdempotencyStore> {
+        let db = TempDb::new(label);
+        let store = builder
+            .open(db.path())
+            .await
+            .expect("open the sqlite store");
+        Arc::new(TempStore { store, _db: db })
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for TempStore {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        self.store.claim(request).await
+    }
+
+    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
+        self.store.complete(lease, payload, ttl).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        self.store.release(lease).await
+    }
+
+    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
+        self.store.extend(lease, lease_for).await
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        self.store.release_in_background(lease);
+    }
+
+    async fn purge_expired(&self) -> Result<u64, Error> {
+        self.store.purge_expired().await
+    }
+
+    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
+        self.store.wait_for_change(scope, key, max_wait).await;
+    }
+}
+
+// The default configuration: a file, WAL, one writer plus three readers, fsync on commit.
+idempotent_core::store_conformance_tests!(sqlite, async {
+    Some(TempStore::open("conformance", SqliteStore::builder()).await)
+});
+
+// One connection doing reads and writes.
+idempotent_core::store_conformance_tests!(sqlite_one_connection, async {
+    Some(TempStore::open("conformance-one", SqliteStore::builder().pool_size(1)).await)
+});
+
+// A custom table, commits without fsync.
+idempotent_core::store_conformance_tests!(sqlite_custom_table_no_fsync, async {
+    let builder = SqliteStore::builder()
+        .table("custom_records")
+        .fsync_on_commit(false);
+    Some(TempStore::open("conformance-custom", builder).await)
+});
+
+idempotent_core::store_conformance_tests!(sqlite_in_memory, async {
+    let store = SqliteStore::in_memory().await.expect("open in memory");
+    Some(Arc::new(store) as Arc<dyn IdempotencyStore>)
+});
+
+fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId, lease: Duration) -> ClaimRequest<'a> {
+    ClaimRequest {
+        scope,
+        key,
+        fingerprint: Fingerprint::of_bytes(b"request"),
+        owner,
+        lease,
+        ttl: Duration::from_secs(60),
+    }
+}
+
+const CALLS: usize = 1_000;
+
+#[idempotent(key = "id", store = store, skip = "runs", lease = "30s")]
+async fn slow_job(store: SqliteStore, runs: Arc<AtomicUsize>, id: u64) -> Result<String, Error> {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(format!("job-{id}-run-{run}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn thousand_concurrent_duplicates_through_the_macro_run_once() {
+    let db = TempDb::new("macro-1000");
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLS));
+    let handles: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                observe(slow_job(store, runs, 7)).await
+            })
+        })
+        .collect();
+
+    let (mut executed, mut replayed) = (0, 0);
+    for handle in handles {
+        let (result, how) = handle.await.unwrap();
+        assert_eq!(result.unwrap(), "job-7-run-1");
+        match how {
+            Some(Disposition::Executed) => executed += 1,
+            Some(Disposition::Replayed) => replayed += 1,
+            None => panic!("an idempotent call reported no disposition"),
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
+    assert_eq!((executed, replayed), (1, CALLS - 1));
+    store.close().await;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Receipt {
+    charge_id: String,
+    amount: u64,
+}
+
+#[idempotent(key = "order_id", store = store, skip = "runs", namespace = "tests.sqlite.charge")]
+async fn charge(
+    store: &SqliteStore,
+    runs: &AtomicUsize,
+    order_id: u64,
+    amount: u64,
+) -> Result<Receipt, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(Receipt {
+        charge_id: format!("ch_{order_id}"),
+        amount,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_record_survives_reopening_the_file() {
+    let db = TempDb::new("durable-completed");
+    let runs = AtomicUsize::new(0);
+
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    let (first, how) = observe(charge(&store, &runs, 42, 1_999)).await;
+    assert_eq!(how, Some(Disposition::Executed));
+    let first = first.unwrap();
+    // Dropped without `close`: what is committed must be on disk already.
+    drop(store);
+
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    let (again, how) = observe(charge(&store, &runs, 42, 1_999)).await;
+    assert_eq!(how, Some(Disposition::Replayed));
+    assert_eq!(again.unwrap(), first);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the body must not run again"
+    );
+    // The fingerprint is persisted too.
+    assert!(matches!(
+        charge(&store, &runs, 42, 5).await,
+        Err(Error::PayloadMismatch { .. })
+    ));
+    store.close().await;
+
+    // And after a clean close.
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    assert_eq!(charge(&store, &runs, 42, 1_999).await.unwrap(), first);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_lease() {
+    let db = TempDb::new("durable-in-progress");
+    let lease_for = Duration::from_millis(600);
+    let crashed = OwnerId::new();
+
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    let stale = match store
+        .claim(&request("durable", "k", crashed, lease_for))
+        .await
+        .unwrap()
+    {
+        Claim::Acquired(lease) => lease,
+        other => panic!("expected to acquire, got {other:?}"),
+    };
+    assert_eq!(stale.epoch(), 1);
+    // The process "dies" holding the claim: no release.
+    drop(store);
+
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    match store
+        .claim(&request("durable", "k", OwnerId::new(), lease_for))
+        .await
+        .unwrap()
+    {
+        Claim::InFlight { retry_after } => assert!(retry_after <= lease_for),
+        other => panic!("the claim must survive the restart, got {other:?}"),
+    }
+    tokio::time::sleep(lease_for + Duration::from_millis(100)).await;
+    let current = match store
+        .claim(&request("durable", "k", OwnerId::new(), lease_for))
+        .await
+        .unwrap()
+    {
+        Claim::Acquired(lease) => lease,
+        other => panic!("expected a takeover after the lease, got {other:?}"),
+    };
+    assert_eq!(current.epoch(), 2, "the takeover fences the old owner");
+    assert!(matches!(
+        store
+            .complete(
+                &stale,
+                Bytes::from_static(b"stale"),
+                Duration::from_secs(60)
+            )
+            .await,
+        Err(Error::LeaseLost)
+    ));
+    store
+        .complete(
+            &current,
+            Bytes::from_static(b"current"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    match store
+        .claim(&request("durable", "k", OwnerId::new(), lease_for))
+        .await
+        .unwrap()
+    {
+        Claim::Completed(record) => {
+            assert_eq!(&record.payload[..], b"current");
+            assert_eq!(record.epoch, 2);
+        }
+        other => panic!("expected the current owner's record, got {other:?}"),
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn table_names_are_validated() {
+    let db = TempDb::new("table-names");
+    let too_long = "t".repeat(64);
+    for name in [
+        "",
+        "1records",
+        "my-records",
+        "my records",
+        "records\"; DROP TABLE x; --",
+        "récords",
+        "sqlite_master",
+        "SQLITE_records",
+        too_long.as_str(),
+    ] {
+        match SqliteStore::builder().table(name).open(db.path()).await {
+            Err(Error::InvalidInput { reason }) => assert!(reason.contains("table name")),
+            other => panic!("table name {name:?} must be rejected, got {other:?}"),
+        }
+    }
+
+    let longest = "t".repeat(63);
+    for name in ["_records", "Records_2", "sqlite", longest.as_str()] {
+        let store = SqliteStore::builder()
+            .table(name)
+            .open(db.path())
+            .await
+            .unwrap_or_else(|error| panic!("table name {name:?} must be accepted: {error}"));
+        assert_eq!(store.table(), name);
+        // Tables in one file are independent stores.
+        let claim = store
+            .claim(&request(
+                "tables",
+                "k",
+                OwnerId::new(),
+                Duration::from_secs(60),
+            ))
+            .await
+            .unwrap();
+        assert!(matches!(claim, Claim::Acquired(ref lease) if lease.epoch() == 1));
+        store.close().await;
+    }
+}
+
+/// Polls `future` `polls` times, pausing `pause` between polls, then drops it if it has not
+/// finished. Returns whether it finished.
+async fn poll_then_drop<F: Future>(future: F, polls: usize, pause: Duration) -> bool {
+    let mut future = pin!(future);
+    for _ in 0..polls {
+        let ready = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await;
+        if ready {
+            return true;
+        }
+        // Let the connection's worker thread get on with the statement.
+        std::thread::sleep(pause);
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_claims_leave_no_transaction_open() {
+    const ATTEMPTS: usize = 400;
+    let db = TempDb::new("cancel");
+    let store = SqliteStore::builder()
+        .pool_size(2)
+        .open(db.path())
+        .await
+        .unwrap();
+    let lease_for = Duration::from_secs(60);
+    let owners: Vec<OwnerId> = (0..ATTEMPTS).map(|_| OwnerId::new()).collect();
+    let keys: Vec<String> = (0..ATTEMPTS).map(|i| format!("k{i}")).collect();
+
+    let mut cancelled = 0;
+    for (i, (key, owner)) in keys.iter().zip(&owners).enumerate() {
+        let request = request("cancel", key, *owner, lease_for);
+        let pause = Duration::from_micros((i % 7) as u64 * 15);
+        if !poll_then_drop(store.claim(&request), 1 + i % 9, pause).await {
+            cancelled += 1;
+        }
+    }
+    assert!(cancelled > 0, "no claim was cancelled mid-way");
+
+    // Every cancelled claim either committed or left nothing: the same owner gets epoch 1.
+    let (mut written, mut absent) = (0, 0);
+    for (key, owner) in keys.iter().zip(&owners) {
+        match store
+            .claim(&request("cancel", key, OwnerId::new(), lease_for))
+            .await
+            .unwrap()
+        {
+            Claim::InFlight { .. } => written += 1,
+            Claim::Acquired(lease) => {
+                absent += 1;
+                store.release(&lease).await.unwrap();
+                continue;
+            }
+            other => panic!("unexpected state after a cancelled claim: {other:?}"),
+        }
+        match store
+            .claim(&request("cancel", key, *owner, lease_for))
+            .await
+            .unwrap()
+        {
+            Claim::Acquired(lease) => assert_eq!(lease.epoch(), 1),
+            other => panic!("the cancelled owner must still hold its claim, got {other:?}"),
+        }
+    }
+    eprintln!(
+        "{cancelled} of {ATTEMPTS} claims cancelled mid-way; {written} had committed, {absent} had not"
+    );
+
+    // The writer connection is usable: a write transaction starts and commits.
+    let lease = match store
+        .claim(&request("cancel", "after", OwnerId::new(), lease_for))
+        .await
+        .unwrap()
+    {
+        Claim::Acquired(lease) => lease,
+        other => panic!("expected to acquire, got {other:?}"),
+    };
+    store
+        .complete(&lease, Bytes::from_static(b"ok"), lease_for)
+        .await
+        .unwrap();
+
+    // And no connection holds the file's write lock: a second store on the same file, with a
+    // short busy timeout, can write.
+    let other = SqliteStore::builder()
+        .busy_timeout(Duration::from_millis(200))
+        .open(db.path())
+        .await
+        .unwrap();
+    match other
+        .claim(&request("cancel", "other", OwnerId::new(), lease_for))
+        .await
+    {
+        Ok(Claim::Acquired(_)) => {}
+        other => panic!("the write lock must be free, got {other:?}"),
+    }
+    match other
+        .claim(&request("cancel", "after", OwnerId::new(), lease_for))
+        .await
+    {
+        Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"ok"),
+        other => panic!("expected the completed record, got {other:?}"),
+    }
+    other.close().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_in_background_without_a_runtime_does_nothing() {
+    let db = TempDb::new("no-runtime");
+    let store = SqliteStore::open(db.path()).await.unwrap();
+    let lease = match store
+        .claim(&request("bg", "k", OwnerId::new(), Duration::from_secs(60)))
+        .await
+        .unwrap()
+    {
+        Claim::Acquired(lease) => lease,
+        other => panic!("expected to acquire, got {other:?}"),
+    };
+    let outside = store.clone();
+    std::thread::spawn(move || outside.release_in_background(lease))
+        .join()
+        .expect("release_in_background must not panic outside a runtime");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_still_admit_one_claimer() {
+    // Two stores have two writer connections, as two processes sharing the file would: they
+    // contend for SQLite's write lock, which `BEGIN IMMEDIATE` and the busy timeout arbitrate.
+    const CLAIMERS: usize = 200;
+    let db = TempDb::new("two-stores");
+    let stores = [
+        SqliteStore::open(db.path()).await.unwrap(),
+        SqliteStore::open(db.path()).await.unwrap(),
+    ];
+    let barrier = Arc::new(Barrier::new(CLAIMERS));
+    let tasks: Vec<_> = (0..CLAIMERS)
+        .map(|i| {
+            let (store, barrier) = (stores[i % 2].clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .claim(&request(
+                        "two-stores",
+                        "k",
+                        OwnerId::new(),
+                        Duration::from_secs(60),
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let (mut acquired, mut in_flight) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(Claim::Acquired(_)) => acquired += 1,
+            Ok(Claim::InFlight { .. }) => in_flight += 1,
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+    }
+    assert_eq!((acquired, in_flight), (1, CLAIMERS - 1));
+    for store in &stores {
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_more_than_one_batch_and_keeps_live_records() {
+    const EXPIRED: usize = 2_500;
+    let db = TempDb::new("purge-batches");
+    let store = SqliteStore::builder()
+        .fsync_on_commit(false)
+        .open(db.path())
+        .await
+        .unwrap();
+    let short = Duration::from_millis(1);
+    for i in 0..EXPIRED {
+        let key = format!("old{i}");
+        let request = ClaimRequest {
+            ttl: short,
+            ..request("purge", &key, OwnerId::new(), short)
+        };
+        assert!(matches!(
+            store.claim(&request).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+    }
+    let live = request("purge", "live", OwnerId::new(), Duration::from_secs(60));
+    let Claim::Acquired(lease) = store.claim(&live).await.unwrap() else {
+        panic!("expected to acquire");
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    assert_eq!(store.purge_expired().await.unwrap(), EXPIRED as u64);
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+    // The live claim is untouched; a purged key starts again at epoch 1.
+    store
+        .complete(&lease, Bytes::from_static(b"kept"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    match store
+        .claim(&request("purge", "old0", OwnerId::new(), short))
+        .await
+        .unwrap()
+    {
+        Claim::Acquired(lease) => assert_eq!(lease.epoch(), 1),
+        other => panic!("expected a fresh record, got {other:?}"),
+    }
+    store.close().await;
+}
