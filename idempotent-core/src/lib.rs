@@ -72,6 +72,8 @@ pub use crate::error::{BoxError, Error};
 pub use crate::key::{KeyPart, KeyWriter, generate_idempotency_key};
 pub use crate::store::IdempotencyStore;
 pub use crate::stores::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use crate::stores::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use crate::stores::sqlite::{SqliteStore, SqliteStoreBuilder};
 

@@ -1,5 +1,7 @@
 //! Store backends. The in-memory store is always available; the others sit behind features.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -1,0 +1,1081 @@
+#![cfg(feature = "redis")]
+//! `RedisStore` against a live server: the conformance suite, the persisted format, unreadable
+//! records, round trips per call, and `#[idempotent]` under contention.
+//!
+//! Every test uses its own key prefix (`support::unique_name`) and deletes its keys when it
+//! ends, so runs can repeat and overlap. The server comes from `IDEMPOTENT_REDIS_URL` (default
+//! `redis://127.0.0.1:6379/`); without it the tests print one line and skip, unless
+//! `IDEMPOTENT_REQUIRE_SERVICES=1`.
+//!
+//! The round-trip test reads the server-global `INFO commandstats`. Every other test in this
+//! binary holds a shared lock that the round-trip test takes exclusively, so no test here runs
+//! commands during its measurement; traffic from other processes is ruled out by retrying
+//! until a measurement window sees nothing but the call under test.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use idempotent_core::key::{Fingerprint, IdempotencyKey};
+use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::stores::redis::RawReply;
+use idempotent_core::{
+    Call, CallOptions, Disposition, Error, IdempotencyStore, RedisStore, idempotent, observe,
+};
+use tokio::sync::{Barrier, OwnedRwLockReadGuard, RwLock};
+use tokio::time::Instant;
+
+/// Shared by every test in this binary; taken exclusively by the round-trip test.
+static QUIET: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn connect(tag: &str) -> Option<RedisStore> {
+    let url = support::redis_url();
+    let prefix = support::unique_name(&format!("idem-test-{tag}"));
+    match RedisStore::builder().key_prefix(prefix).connect(&url).await {
+        Ok(store) => Some(store),
+        Err(error) => support::unavailable("Redis", &url, error),
+    }
+}
+
+async fn raw(store: &RedisStore, args: &[&[u8]]) -> RawReply {
+    match store.raw_command(args).await {
+        Ok(reply) => reply,
+        Err(error) => panic!("raw command {:?} failed: {error} ({error:?})", args.first()),
+    }
+}
+
+/// Deletes every key under the store's prefix (`SCAN` + `DEL`), bounded in steps.
+async fn delete_prefix(store: &RedisStore) -> Result<usize, Error> {
+    let pattern = format!("{}:*", store.key_prefix());
+    let mut cursor = b"0".to_vec();
+    let mut deleted = 0;
+    for _ in 0..100_000 {
+        let reply = store
+            .raw_command(&[
+                b"SCAN",
+                &cursor,
+                b"MATCH",
+                pattern.as_bytes(),
+                b"COUNT",
+                b"1000",
+            ])
+            .await?;
+        let RawReply::Array(parts) = reply else {
+            panic!("unexpected SCAN reply {reply:?}");
+        };
+        let [RawReply::Data(next), RawReply::Array(keys)] = &parts[..] else {
+            panic!("unexpected SCAN reply {parts:?}");
+        };
+        for key in keys {
+            if let RawReply::Data(key) = key {
+                store.raw_command(&[b"DEL", key]).await?;
+                deleted += 1;
+            }
+        }
+        if next.as_slice() == b"0" {
+            break;
+        }
+        cursor = next.clone();
+    }
+    Ok(deleted)
+}
+
+/// Deletes the prefix's keys from a `Drop`: on a thread of its own with its own runtime and
+/// connection, so it works whatever runtime (if any) the value is dropped on. Never panics.
+fn delete_prefix_blocking(prefix: String) {
+    let cleanup = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            if let Ok(store) = RedisStore::builder()
+                .key_prefix(prefix)
+                .connect(&support::redis_url())
+                .await
+            {
+                let _ = delete_prefix(&store).await;
+            }
+        });
+    });
+    let _ = cleanup.join();
+}
+
+/// The store under test, holding the binary's shared lock and deleting its keys when the test
+/// is done with it. Delegates everything to the `RedisStore`.
+struct Shared {
+    store: RedisStore,
+    _quiet: Option<OwnedRwLockReadGuard<()>>,
+}
+
+impl Shared {
+    async fn connect(tag: &str) -> Option<Shared> {
+        let quiet = QUIET.clone().read_owned().await;
+        Some(Shared {
+            store: connect(tag).await?,
+            _quiet: Some(quiet),
+        })
+    }
+
+    /// A second store for a test that already holds the lock (taking it twice could deadlock
+    /// behind a waiting writer).
+    async fn connect_while_locked(tag: &str) -> Option<Shared> {
+        Some(Shared {
+            store: connect(tag).await?,
+            _quiet: None,
+        })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        delete_prefix_blocking(self.store.key_prefix().to_owned());
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Shared {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        self.store.claim(request).await
+    }
+
+    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
+        self.store.complete(lease, payload, ttl).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        self.store.release(lease).await
+    }
+
+    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
+        self.store.extend(lease, lease_for).await
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        self.store.release_in_background(lease);
+    }
+
+    async fn purge_expired(&self) -> Result<u64, Error> {
+        self.store.purge_expired().await
+    }
+
+    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
+        self.store.wait_for_change(scope, key, max_wait).await;
+    }
+}
+
+idempotent_core::store_conformance_tests!(redis, async {
+    let shared = Shared::connect("conformance").await?;
+    Some(Arc::new(shared) as Arc<dyn IdempotencyStore>)
+});
+
+fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
+    ClaimRequest {
+        scope,
+        key,
+        fingerprint: Fingerprint::of_bytes(b"request"),
+        owner,
+        lease: LONG,
+        ttl: LONG,
+    }
+}
+
+async fn acquire(store: &RedisStore, request: &ClaimRequest<'_>) -> Lease {
+    match store.claim(request).await {
+        Ok(Claim::Acquired(lease)) => lease,
+        other => panic!("expected to acquire, got {other:?}"),
+    }
+}
+
+/// The record's fields, as `HGETALL` returns them.
+async fn fields(store: &RedisStore, record_key: &str) -> Vec<(String, Vec<u8>)> {
+    let reply = raw(store, &[b"HGETALL", record_key.as_bytes()]).await;
+    let RawReply::Array(items) = reply else {
+        panic!("unexpected HGETALL reply {reply:?}");
+    };
+    let mut fields: Vec<(String, Vec<u8>)> = items
+        .chunks(2)
+        .map(|pair| match pair {
+            [RawReply::Data(name), RawReply::Data(value)] => {
+                (String::from_utf8_lossy(name).into_owned(), value.clone())
+            }
+            other => panic!("unexpected HGETALL pair {other:?}"),
+        })
+        .collect();
+    fields.sort();
+    fields
+}
+
+fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    match fields.iter().find(|(n, _)| n == name) {
+        Some((_, value)) => value,
+        None => panic!("field {name} missing from {fields:?}"),
+    }
+}
+
+fn number(fields: &[(String, Vec<u8>)], name: &str) -> u64 {
+    let text = String::from_utf8_lossy(field(fields, name)).into_owned();
+    match text.parse() {
+        Ok(n) => n,
+        Err(_) => panic!("field {name} is not a number: {text:?}"),
+    }
+}
+
+fn names(fields: &[(String, Vec<u8>)]) -> Vec<&str> {
+    fields.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+async fn server_ms(store: &RedisStore) -> u64 {
+    let reply = raw(store, &[b"TIME"]).await;
+    let RawReply::Array(parts) = &reply else {
+        panic!("unexpected TIME reply {reply:?}");
+    };
+    let [RawReply::Data(secs), RawReply::Data(micros)] = &parts[..] else {
+        panic!("unexpected TIME reply {reply:?}");
+    };
+    let parse = |bytes: &[u8]| -> u64 { String::from_utf8_lossy(bytes).parse().unwrap() };
+    parse(secs) * 1000 + parse(micros) / 1000
+}
+
+async fn pttl(store: &RedisStore, record_key: &str) -> i64 {
+    match raw(store, &[b"PTTL", record_key.as_bytes()]).await {
+        RawReply::Int(ms) => ms,
+        other => panic!("unexpected PTTL reply {other:?}"),
+    }
+}
+
+/// Key names are `{prefix}:{<hex sha256(len-prefixed scope || key)>}`: a persisted format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_key_format_is_pinned() {
+    let _quiet = QUIET.clone().read_owned().await;
+    let url = support::redis_url();
+    let store = match RedisStore::connect(&url).await {
+        Ok(store) => store,
+        Err(error) => return support::unavailable("Redis", &url, error).unwrap_or(()),
+    };
+    assert_eq!(store.key_prefix(), "idem", "the default prefix");
+    // Computed independently: sha256(be_u64(len) || scope || be_u64(len) || key).
+    assert_eq!(
+        store.record_key("scope", "key"),
+        "idem:{b5a3bb5dda8aa6577d161934bb19196151a1f9e8912093525d02ae8455fed2f4}"
+    );
+    assert_eq!(
+        store.record_key("payments.charge", "order-42"),
+        "idem:{52deff6fac1b5316834c626066030c78e91a0e814ccb5935634eff83b9ebaab6}"
+    );
+    assert_ne!(store.record_key("a:b", "c"), store.record_key("a", "b:c"));
+    assert_ne!(store.record_key("ab", "c"), store.record_key("a", "bc"));
+}
+
+/// Invalid prefixes are refused before connecting.
+#[tokio::test]
+async fn key_prefix_with_braces_is_rejected() {
+    for prefix in ["", "a{b", "a}b"] {
+        let result = RedisStore::builder()
+            .key_prefix(prefix)
+            .connect("redis://127.0.0.1:1/")
+            .await;
+        assert!(
+            matches!(result, Err(Error::InvalidInput { .. })),
+            "prefix {prefix:?}: {result:?}"
+        );
+    }
+}
+
+/// The hash fields of an in-progress, a completed and a released record, and their expiry:
+/// a persisted format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_record_layout_is_pinned() {
+    let Some(shared) = Shared::connect("layout").await else {
+        return;
+    };
+    let store = &shared.store;
+    let owner = OwnerId::new();
+    let fingerprint = Fingerprint::of_bytes(b"request");
+    let claim = ClaimRequest {
+        lease: Duration::from_secs(10),
+        ttl: Duration::from_secs(3600),
+        ..request("layout", "k", owner)
+    };
+    let before = server_ms(store).await;
+    let lease = acquire(store, &claim).await;
+    let after = server_ms(store).await;
+    let record_key = store.record_key("layout", "k");
+
+    let progress = fields(store, &record_key).await;
+    assert_eq!(
+        names(&progress),
+        [
+            "epoch",
+            "expires_at",
+            "fingerprint",
+            "lease_until",
+            "owner",
+            "state",
+            "v"
+        ]
+    );
+    assert_eq!(field(&progress, "v"), b"1");
+    assert_eq!(field(&progress, "state"), b"in_progress");
+    assert_eq!(field(&progress, "epoch"), b"1");
+    assert_eq!(
+        field(&progress, "owner"),
+        format!("{:032x}", owner.as_u128()).as_bytes()
+    );
+    assert_eq!(
+        field(&progress, "fingerprint"),
+        fingerprint.to_hex().as_bytes()
+    );
+    let lease_until = number(&progress, "lease_until");
+    let expires_at = number(&progress, "expires_at");
+    assert!(
+        (before + 10_000..=after + 10_000).contains(&lease_until),
+        "lease_until {lease_until} must be the server's now + 10 s ({before}..{after})"
+    );
+    assert!((before + 3_600_000..=after + 3_600_000).contains(&expires_at));
+    // Redis deletes the record itself once the ttl and the 60 s retention have passed.
+    let ttl_left = pttl(store, &record_key).await;
+    assert!(
+        (3_600_000..=3_660_000).contains(&ttl_left),
+        "PTTL {ttl_left} must be the ttl plus the retention"
+    );
+
+    store
+        .complete(&lease, Bytes::from_static(b"\x00result\xff"), LONG)
+        .await
+        .unwrap();
+    let completed = fields(store, &record_key).await;
+    assert_eq!(
+        names(&completed),
+        [
+            "epoch",
+            "expires_at",
+            "fingerprint",
+            "lease_until",
+            "owner",
+            "payload",
+            "state",
+            "v"
+        ]
+    );
+    // The last claim's owner and lease stay as they were.
+    assert_eq!(field(&completed, "owner"), field(&progress, "owner"));
+    assert_eq!(number(&completed, "lease_until"), lease_until);
+    assert_eq!(field(&completed, "state"), b"completed");
+    assert_eq!(field(&completed, "epoch"), b"1");
+    assert_eq!(field(&completed, "payload"), b"\x00result\xff");
+    let ttl_left = pttl(store, &record_key).await;
+    assert!((60_000..=120_000).contains(&ttl_left), "PTTL {ttl_left}");
+
+    let lease = acquire(store, &request("layout", "released", OwnerId::new())).await;
+    store.release(&lease).await.unwrap();
+    let released = fields(store, &store.record_key("layout", "released")).await;
+    assert_eq!(
+        names(&released),
+        [
+            "epoch",
+            "expires_at",
+            "fingerprint",
+            "lease_until",
+            "owner",
+            "state",
+            "v"
+        ]
+    );
+    assert_eq!(field(&released, "state"), b"released");
+    assert_eq!(field(&released, "epoch"), b"1");
+    let again = acquire(store, &request("layout", "released", OwnerId::new())).await;
+    assert_eq!(again.epoch(), 2, "a tombstone keeps the epoch counting");
+}
+
+/// Whatever the scope and key hold, the key names under the prefix are the fixed hashed form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_names_never_contain_caller_input() {
+    let Some(shared) = Shared::connect("names").await else {
+        return;
+    };
+    let store = &shared.store;
+    let cases = [
+        ("scope:{tag}", "{tag}"),
+        ("ünïcødé 中文", "ключ 🔑"),
+        ("nul", "a\0b"),
+        (" spaces ", " a key "),
+        ("*?[glob]\\", "*"),
+    ];
+    for (scope, key) in cases {
+        acquire(store, &request(scope, key, OwnerId::new())).await;
+    }
+    let pattern = format!("{}:*", store.key_prefix());
+    let reply = raw(
+        store,
+        &[
+            b"SCAN",
+            b"0",
+            b"MATCH",
+            pattern.as_bytes(),
+            b"COUNT",
+            b"10000",
+        ],
+    )
+    .await;
+    let RawReply::Array(parts) = reply else {
+        panic!("unexpected SCAN reply {reply:?}");
+    };
+    let [RawReply::Data(_), RawReply::Array(keys)] = &parts[..] else {
+        panic!("unexpected SCAN reply {parts:?}");
+    };
+    let mut found: Vec<String> = keys
+        .iter()
+        .map(|key| match key {
+            RawReply::Data(key) => String::from_utf8(key.clone()).unwrap(),
+            other => panic!("unexpected key {other:?}"),
+        })
+        .collect();
+    found.sort();
+    let mut expected: Vec<String> = cases
+        .iter()
+        .map(|(scope, key)| store.record_key(scope, key))
+        .collect();
+    expected.sort();
+    assert_eq!(found, expected);
+    for name in &found {
+        let digest = name
+            .strip_prefix(&format!("{}:{{", store.key_prefix()))
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("key {name:?} is not prefix:{{digest}}"));
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{name:?}"
+        );
+    }
+}
+
+/// A timed-out claim retried by the same owner gets the same epoch and a renewed lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_owner_retry_renews_the_lease_with_the_same_epoch() {
+    let Some(shared) = Shared::connect("retry").await else {
+        return;
+    };
+    let store = &shared.store;
+    let owner = OwnerId::new();
+    let short = ClaimRequest {
+        lease: Duration::from_millis(300),
+        ..request("retry", "k", owner)
+    };
+    let first = acquire(store, &short).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = acquire(store, &short).await;
+    assert_eq!(first, again);
+    // The renewed lease runs from the retry, so it is still live after the first would have
+    // ended.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match store.claim(&request("retry", "k", OwnerId::new())).await {
+        Ok(Claim::InFlight { retry_after }) => assert!(retry_after <= Duration::from_millis(300)),
+        other => panic!("expected the renewed claim in flight, got {other:?}"),
+    }
+}
+
+/// `purge_expired` counts only records it deleted, of its own prefix, and leaves live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_only_expired_records_of_its_prefix() {
+    let Some(shared) = Shared::connect("purge").await else {
+        return;
+    };
+    let store = &shared.store;
+    let Some(other) = Shared::connect_while_locked("purge-other").await else {
+        return;
+    };
+    for key in ["expired-1", "expired-2"] {
+        let lease = acquire(store, &request("purge", key, OwnerId::new())).await;
+        store
+            .complete(&lease, Bytes::from_static(b"x"), Duration::from_millis(50))
+            .await
+            .unwrap();
+    }
+    let live = acquire(store, &request("purge", "live", OwnerId::new())).await;
+    store
+        .complete(&live, Bytes::from_static(b"x"), LONG)
+        .await
+        .unwrap();
+    let lease = acquire(&other.store, &request("purge", "expired", OwnerId::new())).await;
+    other
+        .store
+        .complete(&lease, Bytes::from_static(b"x"), Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    assert_eq!(store.purge_expired().await.unwrap(), 2);
+    assert_eq!(
+        store.purge_expired().await.unwrap(),
+        0,
+        "nothing left to purge"
+    );
+    assert!(matches!(
+        store.claim(&request("purge", "live", OwnerId::new())).await,
+        Ok(Claim::Completed(_))
+    ));
+    // The other prefix's record is still there, expired: its next claim continues its epoch.
+    let again = acquire(&other.store, &request("purge", "expired", OwnerId::new())).await;
+    assert_eq!(again.epoch(), 2);
+    // The purged ones start again at 1.
+    let fresh = acquire(store, &request("purge", "expired-1", OwnerId::new())).await;
+    assert_eq!(fresh.epoch(), 1);
+}
+
+const CORRUPT_NAMESPACE: &str = "redis.corrupt";
+
+#[idempotent(key = "order_id", store = store, skip = "runs", namespace = "redis.corrupt")]
+async fn corrupt_target(
+    store: &RedisStore,
+    runs: &AtomicUsize,
+    order_id: u64,
+) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(order_id)
+}
+
+/// Writes one unreadable record (a hash with garbage or missing fields, or a key of another
+/// type) straight into Redis where `corrupt_target(order_id)` looks, then checks that the
+/// call fails with `Error::Decode` without running the body, twice, and that the record is
+/// left as it was.
+async fn assert_corrupt_record_is_an_error(
+    store: &RedisStore,
+    order_id: u64,
+    write: &[&[u8]],
+    what: &str,
+) {
+    let key = IdempotencyKey::builder(CORRUPT_NAMESPACE)
+        .part(&order_id)
+        .finish();
+    let record_key = store.record_key(CORRUPT_NAMESPACE, key.as_str());
+    let mut command: Vec<&[u8]> = write.to_vec();
+    command.insert(1, record_key.as_bytes());
+    raw(store, &command).await;
+
+    let runs = AtomicUsize::new(0);
+    for _ in 0..2 {
+        let result = corrupt_target(store, &runs, order_id).await;
+        assert!(
+            matches!(result, Err(Error::Decode { ref scope, .. }) if scope == CORRUPT_NAMESPACE),
+            "{what}: expected Error::Decode, got {result:?}"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "{what}: the body ran");
+    let claim = store
+        .claim(&request(CORRUPT_NAMESPACE, key.as_str(), OwnerId::new()))
+        .await;
+    assert!(
+        matches!(claim, Err(Error::Decode { .. })),
+        "{what}: claim {claim:?}"
+    );
+    let still_there = raw(store, &[b"EXISTS", record_key.as_bytes()]).await;
+    assert_eq!(
+        still_there,
+        RawReply::Int(1),
+        "{what}: the record was removed"
+    );
+}
+
+/// An unreadable stored record is `Error::Decode`, never "absent": the body does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
+    let Some(shared) = Shared::connect("corrupt").await else {
+        return;
+    };
+    let store = &shared.store;
+    let fp = Fingerprint::NONE.to_hex();
+    let fp = fp.as_bytes();
+    let owner = b"0123456789abcdef0123456789abcdef";
+    let far = b"4102444800000"; // 2100-01-01 in Unix ms
+    let cases: Vec<(&str, Vec<&[u8]>)> = vec![
+        ("a string key", vec![b"SET", b"garbage"]),
+        ("a list key", vec![b"RPUSH", b"x"]),
+        (
+            "a hash without record fields",
+            vec![b"HSET", b"foo", b"bar"],
+        ),
+        (
+            "an unknown format version",
+            vec![
+                b"HSET",
+                b"v",
+                b"2",
+                b"state",
+                b"completed",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                far,
+                b"payload",
+                b"\x011",
+            ],
+        ),
+        (
+            "a missing version",
+            vec![
+                b"HSET",
+                b"state",
+                b"completed",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                far,
+                b"payload",
+                b"\x011",
+            ],
+        ),
+        (
+            "a garbage epoch",
+            vec![
+                b"HSET",
+                b"v",
+                b"1",
+                b"state",
+                b"completed",
+                b"epoch",
+                b"one",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                far,
+                b"payload",
+                b"\x011",
+            ],
+        ),
+        (
+            "a garbage expiry",
+            vec![
+                b"HSET",
+                b"v",
+                b"1",
+                b"state",
+                b"completed",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                b"soon",
+                b"payload",
+                b"\x011",
+            ],
+        ),
+        (
+            "a garbage fingerprint",
+            vec![
+                b"HSET",
+                b"v",
+                b"1",
+                b"state",
+                b"completed",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                b"xyz",
+                b"expires_at",
+                far,
+                b"payload",
+                b"\x011",
+            ],
+        ),
+        (
+            "an unknown state",
+            vec![
+                b"HSET",
+                b"v",
+                b"1",
+                b"state",
+                b"zombie",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                far,
+            ],
+        ),
+        (
+            "a completed record without payload",
+            vec![
+                b"HSET",
+                b"v",
+                b"1",
+                b"state",
+                b"completed",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                far,
+            ],
+        ),
+        (
+            "an in-progress record with a garbage owner",
+            vec![
+                b"HSET",
+                b"v",
+                b"1",
+                b"state",
+                b"in_progress",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                far,
+                b"owner",
+                b"me",
+                b"lease_until",
+                far,
+            ],
+        ),
+        (
+            "an in-progress record without a lease",
+            vec![
+                b"HSET",
+                b"v",
+                b"1",
+                b"state",
+                b"in_progress",
+                b"epoch",
+                b"1",
+                b"fingerprint",
+                fp,
+                b"expires_at",
+                far,
+                b"owner",
+                owner,
+            ],
+        ),
+    ];
+    for (order_id, (what, write)) in (1u64..).zip(&cases) {
+        assert_corrupt_record_is_an_error(store, order_id, write, what).await;
+    }
+
+    // Writing over a key of another type is refused as unreadable too, not overwritten.
+    let key_name = store.record_key("corrupt-cas", "k");
+    raw(store, &[b"SET", key_name.as_bytes(), b"garbage"]).await;
+    let lease = Lease::new("corrupt-cas", "k", OwnerId::new(), 1);
+    let complete = store.complete(&lease, Bytes::from_static(b"x"), LONG).await;
+    assert!(
+        matches!(complete, Err(Error::Decode { .. })),
+        "{complete:?}"
+    );
+    let release = store.release(&lease).await;
+    assert!(matches!(release, Err(Error::Decode { .. })), "{release:?}");
+    let extend = store.extend(&lease, LONG).await;
+    assert!(matches!(extend, Err(Error::Decode { .. })), "{extend:?}");
+    assert_eq!(
+        raw(store, &[b"GET", key_name.as_bytes()]).await,
+        RawReply::Data(b"garbage".to_vec())
+    );
+}
+
+const CALLS: usize = 1_000;
+
+#[idempotent(key = "id", store = store, skip = "runs", lease = "30s", namespace = "redis.collapse")]
+async fn slow_once(store: RedisStore, runs: Arc<AtomicUsize>, id: u64) -> Result<String, Error> {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(format!("result-{id}-run-{run}"))
+}
+
+/// 1,000 concurrent `#[idempotent]` calls with one key on `RedisStore`: one execution, and
+/// every caller gets its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_idempotent_calls_run_once() {
+    let Some(shared) = Shared::connect("collapse").await else {
+        return;
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLS));
+    let tasks: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let (store, runs, barrier) = (shared.store.clone(), runs.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                observe(slow_once(store, runs, 7)).await
+            })
+        })
+        .collect();
+    let (mut executed, mut replayed) = (0, 0);
+    for task in tasks {
+        let (result, how) = task.await.unwrap();
+        assert_eq!(result.unwrap(), "result-7-run-1");
+        match how {
+            Some(Disposition::Executed) => executed += 1,
+            Some(Disposition::Replayed) => replayed += 1,
+            None => panic!("a call reported no disposition"),
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
+    assert_eq!((executed, replayed), (1, CALLS - 1));
+}
+
+/// Per-command call counts from `INFO commandstats`. Commands that scripts run inside Redis
+/// (`redis.call`) are counted too, so `total` is the server's work, not the round trips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Commands {
+    evalsha: u64,
+    eval: u64,
+    /// Every command except `INFO` and `ECHO`, which the measurement itself sends.
+    total: u64,
+}
+
+impl std::ops::Sub for Commands {
+    type Output = Commands;
+    fn sub(self, before: Commands) -> Commands {
+        Commands {
+            evalsha: self.evalsha - before.evalsha,
+            eval: self.eval - before.eval,
+            total: self.total - before.total,
+        }
+    }
+}
+
+async fn commands(store: &RedisStore) -> Commands {
+    let reply = raw(store, &[b"INFO", b"commandstats"]).await;
+    let RawReply::Data(text) = reply else {
+        panic!("unexpected INFO reply {reply:?}");
+    };
+    let mut counts = Commands::default();
+    for line in String::from_utf8_lossy(&text).lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|rest| rest.split_once(':'))
+        else {
+            continue;
+        };
+        let calls: u64 = stats
+            .split(',')
+            .find_map(|stat| stat.strip_prefix("calls="))
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or_else(|| panic!("no call count in {line:?}"));
+        match name {
+            "info" | "echo" => continue,
+            "evalsha" => counts.evalsha = calls,
+            "eval" => counts.eval = calls,
+            _ => {}
+        }
+        counts.total += calls;
+    }
+    counts
+}
+
+/// A `MONITOR` connection: every command the server runs, one line each, tagged with the
+/// client that sent it (`[db lua]` for commands run inside scripts).
+struct Monitor {
+    stream: TcpStream,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Opens a monitor on the server of `url` (`redis://host:port[/db]`; `None` for URLs with
+    /// credentials or other schemes, which this small client does not speak).
+    fn start(url: &str) -> Option<Monitor> {
+        let address = url.strip_prefix("redis://")?.split('/').next()?;
+        if address.contains('@') || address.is_empty() {
+            return None;
+        }
+        let mut stream = TcpStream::connect(address).ok()?;
+        stream.write_all(b"MONITOR\r\n").ok()?;
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).ok()?;
+        if ok.trim_end() != "+OK" {
+            return None;
+        }
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            // Ends when the stream is shut down (EOF or error).
+            while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                sink.lock().unwrap().push(std::mem::take(&mut line));
+            }
+        });
+        Some(Monitor {
+            stream,
+            lines,
+            reader: Some(reader),
+        })
+    }
+
+    /// Waits (bounded) until a line containing `marker` arrived.
+    async fn wait_for(&self, marker: &str) {
+        for _ in 0..500 {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(marker))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("MONITOR never showed {marker:?}");
+    }
+
+    /// The commands (lowercase names) `client` sent between the lines holding `from` and
+    /// `to`, leaving out the measurement's own `ECHO` and `INFO`.
+    fn sent_between(&self, client: &str, from: &str, to: &str) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        let tag = format!(" {client}] ");
+        let start = lines.iter().position(|l| l.contains(from)).unwrap();
+        let end = lines.iter().position(|l| l.contains(to)).unwrap();
+        lines[start + 1..end]
+            .iter()
+            .filter_map(|line| {
+                let (_, command) = line.split_once(&tag)?;
+                let name = command.split('"').nth(1)?.to_ascii_lowercase();
+                (name != "echo" && name != "info").then_some(name)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The store connection's client address, as the server sees it.
+async fn client_address(store: &RedisStore) -> String {
+    let reply = raw(store, &[b"CLIENT", b"INFO"]).await;
+    let RawReply::Data(info) = reply else {
+        panic!("unexpected CLIENT INFO reply {reply:?}");
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    info.split(' ')
+        .find_map(|field| field.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr in {info:?}"))
+        .to_owned()
+}
+
+async fn echo(store: &RedisStore, marker: &str) {
+    raw(store, &[b"ECHO", marker.as_bytes()]).await;
+}
+
+/// A fresh call costs two round trips (the claim script, the complete script) and a replay
+/// one (the claim script returns the payload), counted on the server.
+///
+/// Two counts: `MONITOR` lists the commands the store's own connection sent (top-level ones,
+/// so these are the round trips, whatever else runs on the server); `INFO commandstats` counts
+/// `EVALSHA` calls and all commands, including those the scripts run inside Redis. The
+/// commandstats are global to the server: the other tests of this binary are held off by the
+/// lock, and commands from other processes can only add to the counts, so the test measures
+/// until one window shows exactly the call's own script calls (bounded in attempts and time).
+/// The lease is long, so no heartbeat (every lease/3) falls inside a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_call_is_two_round_trips_and_replay_is_one() {
+    let _exclusive = QUIET.clone().write_owned().await;
+    let Some(store) = connect("round-trips").await else {
+        return;
+    };
+    let monitor = Monitor::start(&support::redis_url());
+    if monitor.is_none() {
+        eprintln!("round trips: no MONITOR for this URL; counting with INFO commandstats only");
+    }
+    let client = client_address(&store).await;
+    let options = CallOptions::new().lease(LONG).ttl(LONG);
+    let call = |key: String| {
+        let store = store.clone();
+        async move {
+            Call::new(&store, "round-trips", &key)
+                .options(options)
+                .run(async { Ok::<u32, Error>(7) })
+                .await
+                .unwrap()
+        }
+    };
+    // The scripts were loaded at connect; one call first anyway, so nothing is loaded inside
+    // the measurement.
+    call("warm-up".to_owned()).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut noisy = Vec::new();
+    for attempt in 0..100 {
+        let key = format!("k{attempt}");
+        let markers = [
+            format!("{}-start-{attempt}", store.key_prefix()),
+            format!("{}-mid-{attempt}", store.key_prefix()),
+            format!("{}-end-{attempt}", store.key_prefix()),
+        ];
+        let before = commands(&store).await;
+        echo(&store, &markers[0]).await;
+        let fresh = call(key.clone()).await;
+        echo(&store, &markers[1]).await;
+        let between = commands(&store).await;
+        let replay = call(key).await;
+        echo(&store, &markers[2]).await;
+        let after = commands(&store).await;
+        assert!(!fresh.is_replayed() && replay.is_replayed());
+
+        if let Some(monitor) = &monitor {
+            monitor.wait_for(&markers[2]).await;
+            let fresh_sent = monitor.sent_between(&client, &markers[0], &markers[1]);
+            let replay_sent = monitor.sent_between(&client, &markers[1], &markers[2]);
+            assert_eq!(
+                fresh_sent,
+                ["evalsha", "evalsha"],
+                "a fresh call's round trips"
+            );
+            assert_eq!(replay_sent, ["evalsha"], "a replay's round trips");
+        }
+
+        let fresh_cost = between - before;
+        let replay_cost = after - between;
+        // Fewer script calls than expected cannot come from other traffic.
+        assert!(
+            fresh_cost.evalsha >= 2 && replay_cost.evalsha >= 1,
+            "fewer script calls than a claim and a complete: {fresh_cost:?} / {replay_cost:?}"
+        );
+        if (
+            fresh_cost.evalsha,
+            fresh_cost.eval,
+            replay_cost.evalsha,
+            replay_cost.eval,
+        ) == (2, 0, 1, 0)
+        {
+            println!(
+                "round trips: fresh call {fresh_cost:?}, replay {replay_cost:?} (totals include \
+                 the commands the scripts run inside Redis; attempt {attempt})"
+            );
+            let _ = delete_prefix(&store).await;
+            return;
+        }
+        noisy.push((fresh_cost, replay_cost));
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = delete_prefix(&store).await;
+    panic!(
+        "no measurement showed exactly 2 script calls for a fresh call and 1 for a replay; \
+         other traffic on the server? (fresh, replay) per attempt: {noisy:?}"
+    );
+}
