@@ -72,10 +72,14 @@ pub use crate::error::{BoxError, Error};
 pub use crate::key::{KeyPart, KeyWriter, generate_idempotency_key};
 pub use crate::store::IdempotencyStore;
 pub use crate::stores::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use crate::stores::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 pub use crate::stores::redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use crate::stores::sqlite::{SqliteStore, SqliteStoreBuilder};
+#[cfg(feature = "tiered")]
+pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 
 /// Makes an `async fn` idempotent: the body runs at most once per key, and every duplicate
 /// call gets the first call's result.

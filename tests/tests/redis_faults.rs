@@ -18,85 +18,12 @@ use std::time::Duration;
 use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{ClaimRequest, OwnerId};
 use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, OnStoreError, RedisStore};
+use support::redis_server::{HOST, PORT, RestartOnDrop, ping, redis_cli, start_redis, stop_redis};
 use tokio::time::Instant;
 
-const HOST: &str = "127.0.0.1";
-const PORT: &str = "6379";
 /// The store's bound on one operation; calls while Redis is down must fail within a small
 /// multiple of it.
 const TIMEOUT: Duration = Duration::from_millis(500);
-
-fn redis_cli(args: &[&str]) -> Option<String> {
-    let output = Command::new("redis-cli")
-        .args(["-h", HOST, "-p", PORT])
-        .args(args)
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-fn ping() -> bool {
-    redis_cli(&["ping"]).as_deref() == Some("PONG")
-}
-
-/// Polls `condition` every 100 ms for at most `limit`.
-fn wait_until(limit: Duration, condition: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if condition() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Starts Redis exactly as `.ci/run` does, and waits until it answers.
-fn start_redis() -> bool {
-    let started = Command::new("redis-server")
-        .args([
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "-::1",
-            "--port",
-            PORT,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            "/var/lib/redis",
-            "--logfile",
-            "/var/log/redis/ci.log",
-        ])
-        .status()
-        .is_ok_and(|status| status.success());
-    started && wait_until(Duration::from_secs(30), ping)
-}
-
-fn stop_redis() -> bool {
-    // The server closes the connection as it exits, so redis-cli may report an error.
-    let _ = redis_cli(&["shutdown", "nosave"]);
-    wait_until(Duration::from_secs(10), || !ping())
-}
-
-/// Restarts Redis if it is down when the test ends, passed or failed.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if !ping() && !start_redis() {
-            eprintln!("redis_faults: could not restart Redis; start it by hand");
-        }
-    }
-}
 
 /// Counts body runs per key.
 #[derive(Clone, Default)]

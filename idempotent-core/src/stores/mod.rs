@@ -1,7 +1,11 @@
 //! Store backends. The in-memory store is always available; the others sit behind features.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "tiered")]
+pub mod tiered;

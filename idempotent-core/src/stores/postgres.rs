@@ -1,0 +1,1168 @@
+//! The PostgreSQL store (feature `postgres`): shared, durable, and transactional.
+//!
+//! [`PostgresStore`] keeps one row per `(scope, key)` in a table it can create itself
+//! ([`PostgresStore::migrate`]). Every decision is one SQL statement, deadlines are computed on
+//! the server's clock (`statement_timestamp()`), and queries are built at run time (sqlx
+//! `query`, never `query!`), so building a program that uses this store needs no database.
+//!
+//! ```no_run
+//! use idempotent_core::{Error, PostgresStore, idempotent};
+//!
+//! #[idempotent(key = "order_id", store = store)]
+//! async fn charge(store: &PostgresStore, order_id: u64, amount: u64) -> Result<String, Error> {
+//!     Ok(format!("ch_{order_id}_{amount}"))
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Error> {
+//! let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+//! store.migrate().await?; // CREATE TABLE IF NOT EXISTS; safe to run on every start
+//! let receipt = charge(&store, 42, 1_999).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Schema (a persisted format)
+//!
+//! The table (default `idempotency_records`, see [`PostgresStoreBuilder::table`]):
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS "idempotency_records" (
+//!     scope       bytea       NOT NULL,  -- the scope's UTF-8 bytes
+//!     key         bytea       NOT NULL,  -- the key's UTF-8 bytes
+//!     state       text        NOT NULL,  -- 'in_progress' | 'completed' | 'released'
+//!     owner       bytea,                 -- the last claimant (OwnerId: 16 bytes, big-endian)
+//!     epoch       bigint      NOT NULL,  -- fencing token, 1 for a new record
+//!     fingerprint bytea       NOT NULL,  -- the 32-byte request fingerprint
+//!     lease_until timestamptz,           -- in_progress only: the claim holds until then
+//!     expires_at  timestamptz NOT NULL,  -- past it, the row is as good as absent
+//!     payload     bytea,                 -- completed only: the stored result
+//!     PRIMARY KEY (scope, key)
+//! );
+//! CREATE INDEX IF NOT EXISTS "idempotency_records_expires_at_idx"
+//!     ON "idempotency_records" (expires_at);
+//! ```
+//!
+//! Scope and key are `bytea` rather than `text` because keys may hold any string, including
+//! NUL, which PostgreSQL `text` rejects (`convert_from(key, 'UTF8')` shows them in `psql`).
+//! Both sit in the primary key, whose entries PostgreSQL caps at about 2.7 KB, so a claim whose
+//! scope and key together exceed 2,048 bytes fails with [`Error::InvalidInput`]. The payload is
+//! opaque to the store; the engine writes format byte `0x01` (success) or `0x02` (cached error)
+//! followed by JSON. A released row is a tombstone that keeps the epoch counting until it
+//! expires. A row the store cannot read (an unknown `state`, a completed row without a
+//! payload, a negative epoch) makes the claim fail with [`Error::Decode`]: it is never taken
+//! for absent, which would run the body a second time.
+//!
+//! # The claim: one statement
+//!
+//! ```sql
+//! WITH cur AS (                          -- the row as this statement's snapshot sees it
+//!     SELECT epoch, state, fingerprint = $3, payload, lease_until, <takeable(c)> AS takeable
+//!     FROM t AS c WHERE scope = $1 AND key = $2
+//! ), up AS (
+//!     INSERT INTO t AS r (...)
+//!     SELECT $1, $2, 'in_progress', $4, 1, $3, now + $5, now + $6, NULL
+//!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable)
+//!     ON CONFLICT (scope, key) DO UPDATE SET
+//!         epoch = CASE WHEN <r is $4's own live claim> THEN r.epoch ELSE r.epoch + 1 END,
+//!         state = 'in_progress', owner = excluded.owner, ...
+//!     WHERE <takeable(r)>
+//!     RETURNING r.epoch
+//! )
+//! SELECT (SELECT epoch FROM up),         -- not NULL: acquired, with this epoch
+//!        cur.epoch, cur.state, ...,      -- otherwise: what the snapshot holds
+//!        cur.lease_until - now, cur.takeable
+//! FROM (SELECT) AS one LEFT JOIN cur ON true
+//! ```
+//!
+//! where `takeable(x)` is: past its ttl, or released, or in progress and either claimed by
+//! `$4` (a retried claim) or with its lease expired; `now` is `statement_timestamp()`, `$5`
+//! and `$6` the lease and the ttl as intervals.
+//!
+//! Why it is shaped like this:
+//! - `INSERT ... ON CONFLICT DO UPDATE ... WHERE` decides atomically: the conflicting row is
+//!   locked and the `WHERE` is evaluated on its latest committed version, even one committed
+//!   after the statement's snapshot. Two claimers cannot both take a key over. The `CASE`
+//!   renews the owner's own live claim (a retried claim) without bumping the epoch; a
+//!   takeover bumps it.
+//! - The common answers for an existing record (replay a completed result, report a live
+//!   claim in flight, report a mismatch) are read from `cur` and skip the insert
+//!   (`WHERE NOT EXISTS`): one round trip that locks no row and writes nothing, so a replay
+//!   commits without flushing anything. A completed row cannot change until it expires, so
+//!   reading it from the snapshot is exact; an in-flight answer was true at the snapshot,
+//!   which is within the call.
+//! - When `cur` is stale (the row was inserted, completed or released after the snapshot and
+//!   the upsert found a row it may not take over), the statement returns no epoch and either
+//!   no snapshot row or one marked takeable: the claim runs again with a fresh snapshot, at
+//!   most five times. A serialization failure or deadlock (possible only when the server's
+//!   default isolation is stricter than `READ COMMITTED`) is retried the same way.
+//! - The price of one statement: even when it inserts nothing, PostgreSQL sets up the insert
+//!   (its `ON CONFLICT` projection and quals) on every execution, so a replay costs the
+//!   server about 1.4 times a plain primary-key `SELECT`.
+//!
+//! `complete`, `release` and `extend` are one compare-and-set `UPDATE ... WHERE scope = $1 AND
+//! key = $2 AND state = 'in_progress' AND owner = $3 AND epoch = $4`; no row updated is
+//! [`Error::LeaseLost`]. A fresh call therefore costs two statements (claim, complete) and a
+//! replay one.
+//!
+//! # Transactional mode
+//!
+//! When the body's effects are writes to the same database, [`PostgresStore::transactional`]
+//! (or [`PostgresStore::complete_in`] for a hand-rolled flow) records the result in the same
+//! transaction as those writes: they commit together or not at all. See [`TransactionalCall`]
+//! for exactly what that guarantees.
+//!
+//! # Connections
+//!
+//! [`PostgresStore::connect`] builds a pool of 16 connections that are not pinged before each
+//! use (sqlx's `test_before_acquire` is off), so a replay costs one round trip rather than two.
+//! A connection the server dropped while it sat idle fails the one call that picks it up, with
+//! [`Error::Store`] (the call fails closed), and is then replaced. While the server is down,
+//! calls fail after the pool's acquire timeout (5 s, see
+//! [`PostgresStoreBuilder::acquire_timeout`]). Pass your own pool to
+//! [`PostgresStore::from_pool`] or [`PostgresStoreBuilder::build`] to choose otherwise. sqlx
+//! is re-exported ([`sqlx`]) so that the pool and transaction types you pass in match the
+//! version the store is built with.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::types::PgInterval;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use crate::engine::{Call, CallOptions, OnStoreError, Outcome};
+use crate::error::Error;
+use crate::key::Fingerprint;
+use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
+
+/// The sqlx crate this store is built with, so that the [`PgPool`] and
+/// [`Transaction`](sqlx::Transaction) types a caller passes in are the ones it expects.
+pub use sqlx;
+
+const BACKEND: &str = "postgres";
+const DEFAULT_TABLE: &str = "idempotency_records";
+const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest scope plus key a claim accepts: both sit in the primary key, whose entries
+/// PostgreSQL caps at 2,704 bytes on the default 8 KiB page.
+const MAX_SCOPE_AND_KEY_BYTES: usize = 2048;
+/// How often a claim runs again when its snapshot was stale or it hit a transient conflict.
+const CLAIM_ATTEMPTS: usize = 5;
+/// Rows deleted per statement by `purge_expired`, so a large purge never holds many locks.
+const PURGE_BATCH: i64 = 1000;
+/// Where a deadline too far away (a ttl of `Duration::MAX`, meaning "forever") ends instead.
+const FAR_FUTURE_MICROS: i64 = 100 * 365 * 24 * 60 * 60 * 1_000_000;
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// A PostgreSQL-backed [`IdempotencyStore`]: shared between processes and durable.
+///
+/// Cheap to clone (clones share the pool). Create the table once with
+/// [`migrate`](Self::migrate), or with your own migrations from the schema in the
+/// [module docs](self).
+///
+/// ```no_run
+/// use idempotent_core::{Error, PostgresStore};
+///
+/// # async fn run() -> Result<(), Error> {
+/// let store = PostgresStore::builder()
+///     .table("billing.idempotency")
+///     .max_connections(32)
+///     .connect("postgres://app@db.internal/app")
+///     .await?;
+/// store.migrate().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    table: String,
+    sql: Statements,
+}
+
+/// Every statement, built once per store with the table name in it.
+struct Statements {
+    create_table: Arc<str>,
+    create_index: Arc<str>,
+    claim: Arc<str>,
+    complete: Arc<str>,
+    release: Arc<str>,
+    extend: Arc<str>,
+    purge: Arc<str>,
+    completed_ttl: Arc<str>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.inner.table)
+            .field("pool_size", &self.inner.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builder for [`PostgresStore`]: the table name and, for [`connect`](Self::connect), the pool
+/// settings.
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    table: String,
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl Default for PostgresStoreBuilder {
+    fn default() -> Self {
+        PostgresStoreBuilder {
+            table: DEFAULT_TABLE.to_owned(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// The table to keep records in. Default `idempotency_records`.
+    ///
+    /// A lowercase identifier matching `^[a-z_][a-z0-9_]{0,62}$`, optionally qualified by a
+    /// schema that matches the same pattern (`billing.idempotency`). Anything else fails with
+    /// [`Error::InvalidInput`] when the store is built: the name goes into SQL text (quoted),
+    /// so it is checked rather than escaped.
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// The pool size [`connect`](Self::connect) uses. Default 16. Ignored by
+    /// [`build`](Self::build), which takes a pool as it is.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a call waits for a pool connection (all busy, or the server unreachable)
+    /// before failing with [`Error::Store`]. Default 5 s. Used by [`connect`](Self::connect)
+    /// only.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Connects a new pool to `url` (a `postgres://` URL) and builds the store.
+    ///
+    /// One connection attempt is made at once, so an unreachable server or a wrong password
+    /// fails here, with [`Error::Store`] (a malformed URL or table name with
+    /// [`Error::InvalidInput`]); the pool then opens connections as calls need them.
+    pub async fn connect(self, url: &str) -> Result<PostgresStore, Error> {
+        let table = TableName::parse(&self.table)?;
+        let options: PgConnectOptions = url.parse().map_err(|error| match error {
+            sqlx::Error::Configuration(reason) => Error::InvalidInput {
+                reason: format!("invalid PostgreSQL connection URL: {reason}"),
+            },
+            other => store_error(other),
+        })?;
+        // sqlx's pool retries a refused connection until its acquire timeout; one direct
+        // attempt reports a server that is down now.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(store_error)?
+            .close()
+            .await
+            .map_err(store_error)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            // A ping before every use would double the round trips of a replay. A connection
+            // the server dropped while idle fails one call instead (fail closed) and is
+            // replaced when it is returned.
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        Ok(PostgresStore::with_table(pool, table))
+    }
+
+    /// Builds the store on an existing pool (the pool keeps its own settings).
+    pub fn build(self, pool: PgPool) -> Result<PostgresStore, Error> {
+        let table = TableName::parse(&self.table)?;
+        Ok(PostgresStore::with_table(pool, table))
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` with the default table (`idempotency_records`) and a pool of 16
+    /// connections (see [`PostgresStoreBuilder::connect`]). Fails with [`Error::Store`] if the
+    /// server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        PostgresStoreBuilder::default().connect(url).await
+    }
+
+    /// A store on an existing pool, with the default table.
+    ///
+    /// This puts a sqlx type in this crate's API, as transactional mode must anyway: the pool
+    /// must come from the same sqlx version ([`sqlx`] is re-exported for that).
+    pub fn from_pool(pool: PgPool) -> Self {
+        PostgresStore::with_table(pool, TableName::default_table())
+    }
+
+    /// Configures the table name and pool size.
+    pub fn builder() -> PostgresStoreBuilder {
+        PostgresStoreBuilder::default()
+    }
+
+    fn with_table(pool: PgPool, table: TableName) -> Self {
+        let sql = Statements::new(&table);
+        PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                table: table.display,
+                sql,
+            }),
+        }
+    }
+
+    /// The pool the store runs its statements on.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The table name, as configured (`schema.table` or `table`).
+    pub fn table(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// Creates the table and its expiry index if they do not exist (the schema is in the
+    /// [module docs](self)). Safe to run on every start and from several processes at once:
+    /// concurrent runs are serialized by an advisory lock.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        let mut tx = self.inner.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("idempotent.migrate:{}", self.inner.table))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        for statement in [&self.inner.sql.create_table, &self.inner.sql.create_index] {
+            sqlx::query(sql(statement))
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    /// Records `payload` as the completed result of `lease`, inside the caller's transaction.
+    ///
+    /// Pass the transaction (`&mut tx` for a `sqlx::Transaction`); the result becomes visible,
+    /// and replayable, only when that transaction commits, together with everything else it
+    /// wrote. Compare-and-set like [`IdempotencyStore::complete`]: if the claim was taken over
+    /// (or released), nothing is written and the call fails with [`Error::LeaseLost`], and the
+    /// caller must roll back. The update locks the record's row until the transaction ends, so
+    /// commit soon after. The transaction should run at `READ COMMITTED` (PostgreSQL's
+    /// default): at a stricter level, a heartbeat that extended the lease after the
+    /// transaction's snapshot makes this update fail with a serialization error
+    /// ([`Error::Store`]).
+    ///
+    /// A hand-rolled flow has no heartbeat: the lease must outlast the work, or the caller
+    /// [`extend`](IdempotencyStore::extend)s it (on the pool, not in the transaction). For
+    /// [`Call`] and [`TransactionalCall`] to replay the record, `payload` must be in the
+    /// engine's format: byte `0x01`, then the value as JSON.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use idempotent_core::{IdempotencyStore, PostgresStore};
+    /// use idempotent_core::key::Fingerprint;
+    /// use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
+    ///
+    /// # async fn run(store: PostgresStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// let request = ClaimRequest {
+    ///     scope: "orders.ship",
+    ///     key: "order-17",
+    ///     fingerprint: Fingerprint::NONE,
+    ///     owner: OwnerId::new(),
+    ///     lease: Duration::from_secs(30),
+    ///     ttl: Duration::from_secs(86_400),
+    /// };
+    /// if let Claim::Acquired(lease) = store.claim(&request).await? {
+    ///     let mut tx = store.pool().begin().await?;
+    ///     // ... the work, written through `&mut *tx` ...
+    ///     match store.complete_in(&mut tx, &lease, "\x01\"shipped\"".into(), request.ttl).await {
+    ///         Ok(()) => tx.commit().await?,
+    ///         Err(error) => {
+    ///             tx.rollback().await?;
+    ///             return Err(error.into());
+    ///         }
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn complete_in(
+        &self,
+        transaction: &mut PgConnection,
+        lease: &Lease,
+        payload: Bytes,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let Some(epoch) = lease_epoch(lease) else {
+            return Err(Error::LeaseLost);
+        };
+        let updated = sqlx::query(sql(&self.inner.sql.complete))
+            .bind(lease.scope().as_bytes())
+            .bind(lease.key().as_bytes())
+            .bind(&owner_bytes(lease.owner())[..])
+            .bind(epoch)
+            .bind(&payload[..])
+            .bind(interval(ttl))
+            .execute(&mut *transaction)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost)
+        }
+    }
+
+    /// Starts a call whose body runs inside a database transaction that also records its
+    /// result (transactional mode). See [`TransactionalCall`].
+    pub fn transactional<'a>(&'a self, scope: &'a str, key: &'a str) -> TransactionalCall<'a> {
+        TransactionalCall {
+            store: self,
+            scope,
+            key,
+            fingerprint: Fingerprint::NONE,
+            options: CallOptions::new(),
+        }
+    }
+
+    /// Runs a compare-and-set update on the lease's row; no row updated is `LeaseLost`.
+    async fn update_lease(
+        &self,
+        statement: &Arc<str>,
+        lease: &Lease,
+        lease_for: Option<PgInterval>,
+    ) -> Result<(), Error> {
+        let Some(epoch) = lease_epoch(lease) else {
+            return Err(Error::LeaseLost);
+        };
+        let mut query = sqlx::query(sql(statement))
+            .bind(lease.scope().as_bytes())
+            .bind(lease.key().as_bytes())
+            .bind(&owner_bytes(lease.owner())[..])
+            .bind(epoch);
+        if let Some(lease_for) = lease_for {
+            query = query.bind(lease_for);
+        }
+        let updated = query
+            .execute(&self.inner.pool)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost)
+        }
+    }
+
+    async fn claim_once(
+        &self,
+        request: &ClaimRequest<'_>,
+        owner: &[u8; 16],
+    ) -> Result<Option<PgRow>, sqlx::Error> {
+        sqlx::query(sql(&self.inner.sql.claim))
+            .bind(request.scope.as_bytes())
+            .bind(request.key.as_bytes())
+            .bind(&request.fingerprint.as_bytes()[..])
+            .bind(&owner[..])
+            .bind(interval(request.lease))
+            .bind(interval(request.ttl.max(request.lease)))
+            .fetch_optional(&self.inner.pool)
+            .await
+    }
+}
+
+/// What one run of the claim statement decided.
+enum Step {
+    Decided(Claim),
+    /// The statement's snapshot was stale: run it again.
+    Retry,
+}
+
+#[async_trait]
+impl IdempotencyStore for PostgresStore {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        if request.scope.len() + request.key.len() > MAX_SCOPE_AND_KEY_BYTES {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "scope and key are {} bytes together; the PostgreSQL store holds at most {MAX_SCOPE_AND_KEY_BYTES}",
+                    request.scope.len() + request.key.len()
+                ),
+            });
+        }
+        let owner = owner_bytes(request.owner);
+        let mut last_error = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            match self.claim_once(request, &owner).await {
+                Ok(Some(row)) => match decide(request, &row)? {
+                    Step::Decided(claim) => return Ok(claim),
+                    Step::Retry => {}
+                },
+                // The statement always returns one row; none would be a server oddity: again.
+                Ok(None) => {}
+                Err(error) if is_transient(&error) => last_error = Some(error),
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Err(match last_error {
+            Some(error) => store_error(error),
+            None => Error::store(
+                BACKEND,
+                format!(
+                    "the claim did not settle after {CLAIM_ATTEMPTS} attempts (the record kept changing)"
+                ),
+            ),
+        })
+    }
+
+    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
+        let mut connection = self.inner.pool.acquire().await.map_err(store_error)?;
+        self.complete_in(&mut connection, lease, payload, ttl).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        self.update_lease(&self.inner.sql.release, lease, None)
+            .await
+    }
+
+    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
+        self.update_lease(&self.inner.sql.extend, lease, Some(interval(lease_for)))
+            .await
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        // Without a runtime there is nothing to run the release on; the claim then expires
+        // with its lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.clone();
+            runtime.spawn(async move {
+                match store.release(&lease).await {
+                    Ok(()) | Err(Error::LeaseLost) => {}
+                    Err(error) => tracing::warn!(
+                        scope = lease.scope(),
+                        key = lease.key(),
+                        %error,
+                        "could not release the claim; it expires with its lease"
+                    ),
+                }
+            });
+        }
+    }
+
+    async fn purge_expired(&self) -> Result<u64, Error> {
+        let mut removed = 0u64;
+        loop {
+            let batch = sqlx::query(sql(&self.inner.sql.purge))
+                .bind(PURGE_BATCH)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            removed += batch;
+            if batch < PURGE_BATCH.unsigned_abs() {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+impl PostgresStore {
+    /// How long the completed record of `(scope, key)` has left before it expires, on the
+    /// server's clock; `None` when there is no live completed record.
+    #[cfg(feature = "tiered")]
+    pub(crate) async fn completed_ttl(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<Duration>, Error> {
+        let remaining: Option<i64> = sqlx::query_scalar(sql(&self.inner.sql.completed_ttl))
+            .bind(scope.as_bytes())
+            .bind(key.as_bytes())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(remaining.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+    }
+}
+
+/// Turns one row of the claim statement into a decision (see the module docs for the columns).
+fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
+    let scope = request.scope;
+    let acquired: Option<i64> = column(scope, row, 0)?;
+    if acquired.is_some() {
+        let epoch = stored_epoch(scope, acquired)?;
+        return Ok(Step::Decided(Claim::Acquired(Lease::new(
+            request.scope,
+            request.key,
+            request.owner,
+            epoch,
+        ))));
+    }
+    // No row in the snapshot although the upsert found one (inserted since), or a row the
+    // upsert could have taken over but did not (changed since): decide again.
+    let state: Option<String> = column(scope, row, 2)?;
+    let takeable: Option<bool> = column(scope, row, 6)?;
+    let Some(state) = state.filter(|_| takeable != Some(true)) else {
+        return Ok(Step::Retry);
+    };
+    let epoch: Option<i64> = column(scope, row, 1)?;
+    let same_fingerprint: Option<bool> = column(scope, row, 3)?;
+    let claim = match state.as_str() {
+        "completed" => {
+            if same_fingerprint != Some(true) {
+                Claim::PayloadMismatch
+            } else {
+                let payload: Option<Vec<u8>> = column(scope, row, 4)?;
+                let payload = payload
+                    .ok_or_else(|| decode_error(scope, "a completed record has no payload"))?;
+                Claim::Completed(Record {
+                    payload: Bytes::from(payload),
+                    epoch: stored_epoch(scope, epoch)?,
+                })
+            }
+        }
+        "in_progress" => {
+            if same_fingerprint != Some(true) {
+                Claim::PayloadMismatch
+            } else {
+                let left: Option<PgInterval> = column(scope, row, 5)?;
+                let left = left.ok_or_else(|| {
+                    decode_error(scope, "an in-progress record has no lease deadline")
+                })?;
+                // A difference of two timestamps has no months; days count 24 hours.
+                let micros = i64::from(left.days)
+                    .saturating_mul(86_400_000_000)
+                    .saturating_add(left.microseconds);
+                Claim::InFlight {
+                    retry_after: Duration::from_micros(u64::try_from(micros).unwrap_or(1).max(1)),
+                }
+            }
+        }
+        other => {
+            return Err(decode_error(
+                scope,
+                format!("unknown record state {other:?}"),
+            ));
+        }
+    };
+    Ok(Step::Decided(claim))
+}
+
+fn column<'r, T>(scope: &str, row: &'r PgRow, index: usize) -> Result<T, Error>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(index)
+        .map_err(|error| decode_error(scope, error))
+}
+
+fn stored_epoch(scope: &str, epoch: Option<i64>) -> Result<u64, Error> {
+    epoch
+        .and_then(|epoch| u64::try_from(epoch).ok())
+        .ok_or_else(|| decode_error(scope, format!("invalid epoch {epoch:?}")))
+}
+
+/// An owner id as stored: its 128 bits, big-endian.
+fn owner_bytes(owner: OwnerId) -> [u8; 16] {
+    owner.as_u128().to_be_bytes()
+}
+
+/// The lease's epoch as stored; `None` for one no row can hold (so its lease is lost).
+fn lease_epoch(lease: &Lease) -> Option<i64> {
+    i64::try_from(lease.epoch()).ok()
+}
+
+fn decode_error(scope: &str, reason: impl Into<crate::error::BoxError>) -> Error {
+    Error::Decode {
+        scope: scope.to_owned(),
+        source: reason.into(),
+    }
+}
+
+fn store_error(error: sqlx::Error) -> Error {
+    Error::store(BACKEND, error)
+}
+
+/// A serialization failure or deadlock: the statement had no effect and may simply run again.
+fn is_transient(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|code| code == "40001" || code == "40P01")
+}
+
+/// A duration as a PostgreSQL interval of whole microseconds, capped at [`FAR_FUTURE_MICROS`].
+fn interval(duration: Duration) -> PgInterval {
+    PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: micros(duration),
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros())
+        .unwrap_or(FAR_FUTURE_MICROS)
+        .min(FAR_FUTURE_MICROS)
+}
+
+/// A statement string for sqlx. Only ever called with the statements built in
+/// [`Statements::new`], whose one dynamic part is a validated, quoted table name.
+fn sql(statement: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
+    AssertSqlSafe(Arc::clone(statement))
+}
+
+/// A validated table name and its SQL spellings.
+struct TableName {
+    /// As configured: `table` or `schema.table`.
+    display: String,
+    /// Quoted for SQL: `"table"` or `"schema"."table"`.
+    quoted: String,
+    /// The name of the expiry index (unqualified: it lives in the table's schema).
+    index: String,
+}
+
+impl TableName {
+    fn default_table() -> Self {
+        TableName::from_parts(None, DEFAULT_TABLE)
+    }
+
+    fn parse(name: &str) -> Result<Self, Error> {
+        let invalid = || Error::InvalidInput {
+            reason: format!(
+                "invalid table name {name:?}: expected a lowercase identifier matching \
+                 ^[a-z_][a-z0-9_]{{0,62}}$, optionally schema-qualified (schema.table)"
+            ),
+        };
+        let mut parts = name.split('.');
+        let (schema, table) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(table), None, None) => (None, table),
+            (Some(schema), Some(table), None) => (Some(schema), table),
+            _ => return Err(invalid()),
+        };
+        if !schema.is_none_or(is_identifier) || !is_identifier(table) {
+            return Err(invalid());
+        }
+        Ok(TableName::from_parts(schema, table))
+    }
+
+    fn from_parts(schema: Option<&str>, table: &str) -> Self {
+        let (display, quoted) = match schema {
+            Some(schema) => (
+                format!("{schema}.{table}"),
+                format!("\"{schema}\".\"{table}\""),
+            ),
+            None => (table.to_owned(), format!("\"{table}\"")),
+        };
+        const SUFFIX: &str = "_expires_at_idx";
+        let index = if table.len() + SUFFIX.len() <= MAX_IDENTIFIER_LEN {
+            format!("{table}{SUFFIX}")
+        } else {
+            // PostgreSQL would truncate a longer name, and two long table names sharing a
+            // prefix would then share an index name; a digest of the full name keeps them
+            // apart.
+            let digest = Sha256::digest(table.as_bytes());
+            let tag: String = digest[..4]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            format!(
+                "{}_{tag}{SUFFIX}",
+                &table[..MAX_IDENTIFIER_LEN - SUFFIX.len() - 9]
+            )
+        };
+        TableName {
+            display,
+            quoted,
+            index,
+        }
+    }
+}
+
+/// `^[a-z_][a-z0-9_]{0,62}$`
+fn is_identifier(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    matches!(bytes.first(), Some(b'a'..=b'z' | b'_'))
+        && bytes.len() <= MAX_IDENTIFIER_LEN
+        && bytes
+            .iter()
+            .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+}
+
+impl Statements {
+    fn new(table: &TableName) -> Self {
+        let t = &table.quoted;
+        let now = "statement_timestamp()";
+        // Whether the stored row `r` may be claimed by owner `owner`: past its ttl, released,
+        // or in progress by that owner (a retried claim) or with an expired lease. NULL (a
+        // damaged row) is not "yes": the upsert leaves such a row alone, and the claim reports
+        // it as unreadable.
+        let takeable = |r: &str, owner: &str| {
+            format!(
+                "({r}.expires_at <= {now} OR {r}.state = 'released' \
+                 OR ({r}.state = 'in_progress' AND ({r}.owner = {owner} OR {r}.lease_until <= {now})))"
+            )
+        };
+        // The owner's own live claim, renewed without a new epoch (NULL: a takeover).
+        let own_live = format!(
+            "r.state = 'in_progress' AND r.owner = excluded.owner AND r.expires_at > {now}"
+        );
+        let cas = "scope = $1 AND key = $2 AND state = 'in_progress' AND owner = $3 AND epoch = $4";
+
+        let create_table = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (\n\
+             \x20   scope       bytea       NOT NULL,\n\
+             \x20   key         bytea       NOT NULL,\n\
+             \x20   state       text        NOT NULL,\n\
+             \x20   owner       bytea,\n\
+             \x20   epoch       bigint      NOT NULL,\n\
+             \x20   fingerprint bytea       NOT NULL,\n\
+             \x20   lease_until timestamptz,\n\
+             \x20   expires_at  timestamptz NOT NULL,\n\
+             \x20   payload     bytea,\n\
+             \x20   PRIMARY KEY (scope, key)\n\
+             )"
+        );
+        let create_index = format!(
+            "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
+            table.index
+        );
+        let claim = format!(
+            "WITH cur AS (\
+                 SELECT epoch, state, fingerprint = $3 AS same_fingerprint, payload, lease_until, \
+                     {cur_takeable} AS takeable \
+                 FROM {t} AS c WHERE scope = $1 AND key = $2\
+             ), up AS (\
+                 INSERT INTO {t} AS r \
+                     (scope, key, state, owner, epoch, fingerprint, lease_until, expires_at, payload) \
+                 SELECT $1, $2, 'in_progress', $4, 1, $3, {now} + $5, {now} + $6, NULL \
+                 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable) \
+                 ON CONFLICT (scope, key) DO UPDATE SET \
+                     epoch = CASE WHEN {own_live} THEN r.epoch ELSE r.epoch + 1 END, \
+                     state = 'in_progress', owner = excluded.owner, \
+                     fingerprint = excluded.fingerprint, lease_until = excluded.lease_until, \
+                     expires_at = GREATEST(r.expires_at, excluded.expires_at), payload = NULL \
+                 WHERE {r_takeable} \
+                 RETURNING r.epoch\
+             ) \
+             SELECT (SELECT epoch FROM up), cur.epoch, cur.state, cur.same_fingerprint, cur.payload, \
+                 cur.lease_until - {now}, cur.takeable \
+             FROM (SELECT) AS one LEFT JOIN cur ON true",
+            cur_takeable = takeable("c", "$4"),
+            r_takeable = takeable("r", "excluded.owner"),
+        );
+        let complete = format!(
+            "UPDATE {t} SET state = 'completed', payload = $5, lease_until = NULL, \
+             expires_at = {now} + $6 WHERE {cas}"
+        );
+        let release = format!(
+            "UPDATE {t} SET state = 'released', lease_until = NULL, payload = NULL WHERE {cas}"
+        );
+        let extend = format!(
+            "UPDATE {t} SET lease_until = {now} + $5, \
+             expires_at = GREATEST(expires_at, {now} + $5) WHERE {cas}"
+        );
+        // Rows claimed right now are skipped (SKIP LOCKED), and the expiry is checked again on
+        // the row version the delete sees, so a record taken over meanwhile is kept.
+        let purge = format!(
+            "DELETE FROM {t} WHERE ctid = ANY(ARRAY(\
+                 SELECT ctid FROM {t} WHERE expires_at <= {now} LIMIT $1 FOR UPDATE SKIP LOCKED\
+             )) AND expires_at <= {now}"
+        );
+        // How long a completed record has left, in whole milliseconds (the tiered store caches
+        // it in Redis for no longer than that).
+        let completed_ttl = format!(
+            "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM (expires_at - {now})) * 1000) AS bigint) \
+             FROM {t} WHERE scope = $1 AND key = $2 AND state = 'completed' AND expires_at > {now}"
+        );
+        Statements {
+            completed_ttl: completed_ttl.into(),
+            create_table: create_table.into(),
+            create_index: create_index.into(),
+            claim: claim.into(),
+            complete: complete.into(),
+            release: release.into(),
+            extend: extend.into(),
+            purge: purge.into(),
+        }
+    }
+}
+
+/// A call whose body runs inside a PostgreSQL transaction that also records its result
+/// (transactional mode), made with [`PostgresStore::transactional`].
+///
+/// ```no_run
+/// use idempotent_core::{Error, PostgresStore};
+/// use idempotent_core::key::Fingerprint;
+/// use idempotent_core::stores::postgres::sqlx;
+///
+/// # async fn run(store: PostgresStore) -> Result<(), Error> {
+/// let shipment = store
+///     .transactional("orders.ship", "order-17")
+///     .fingerprint(Fingerprint::builder().field("carrier", "ups").finish())
+///     .run(async |tx| {
+///         sqlx::query("INSERT INTO shipments (order_id, carrier) VALUES (17, 'ups')")
+///             .execute(&mut *tx)
+///             .await
+///             .map_err(|error| Error::store("postgres", error))?;
+///         Ok::<_, Error>(String::from("shipment-17"))
+///     })
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// What happens:
+/// 1. The key is claimed on the pool, outside the transaction (autocommit), so concurrent
+///    duplicates see the claim at once and wait or are rejected, as with [`Call`]. A completed
+///    record is replayed without opening a transaction.
+/// 2. A transaction is begun on the pool and the body runs with it. The claim is heartbeated
+///    on another connection while the body runs, as with [`Call`].
+/// 3. On `Ok`, the result is written with the compare-and-set update
+///    ([`PostgresStore::complete_in`]) inside the same transaction, which then commits. If the
+///    claim was taken over meanwhile, the update matches no row, the call fails with
+///    [`Error::LeaseLost`] and the transaction rolls back. On `Err`, the transaction rolls
+///    back and the key is released, so a retry runs again. A cancelled or panicking body
+///    drops the transaction (rolled back) and releases the key.
+///
+/// What is guaranteed, while the record lives (its ttl):
+/// - The body's writes through the transaction and the completed record commit together or
+///   not at all. Once they commit, no duplicate runs the body again; every duplicate replays
+///   the result. So the body's database effects happen exactly once, even across crashes and
+///   lease takeovers: a worker that was taken over (paused past its lease) can still run its
+///   body, but its commit is refused and its writes are rolled back.
+/// - Two workers can run the body at the same time only after a takeover; at most one of them
+///   commits. Their writes may still contend for locks while they run.
+///
+/// What is not:
+/// - Effects outside this transaction (HTTP calls, other databases, writes on other
+///   connections) are at-least-once, as with [`Call`].
+/// - If the connection fails during `COMMIT`, the outcome is unknown to the client: the call
+///   fails with [`Error::Store`], and the record is either completed (the commit happened;
+///   retries replay) or still claimed (it did not; a retry runs the body after the lease
+///   expires). Either way the effects happened at most once.
+/// - The call always fails closed: [`OnStoreError::FailOpen`] is ignored, since a result that
+///   could not be recorded would also have been rolled back.
+/// - The body's transaction holds one pool connection while the body runs.
+/// - The transaction uses the pool's default isolation level; see
+///   [`PostgresStore::complete_in`] for why it should be `READ COMMITTED`.
+#[derive(Clone, Copy)]
+pub struct TransactionalCall<'a> {
+    store: &'a PostgresStore,
+    scope: &'a str,
+    key: &'a str,
+    fingerprint: Fingerprint,
+    options: CallOptions,
+}
+
+impl fmt::Debug for TransactionalCall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransactionalCall")
+            .field("table", &self.store.table())
+            .field("scope", &self.scope)
+            .field("key", &self.key)
+            .field("fingerprint", &self.fingerprint)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl<'a> TransactionalCall<'a> {
+    /// The request fingerprint: a retry with a different one fails with
+    /// [`Error::PayloadMismatch`].
+    pub fn fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    /// Replaces the options (ttl, lease, waiting). Errors are never cached and the call always
+    /// fails closed, whatever the options say.
+    pub fn options(mut self, options: CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs `body` with an open transaction at most once per key (see the type's docs), or
+    /// replays the stored value of the call that ran it.
+    pub async fn run<T, E, F>(self, body: F) -> Result<Outcome<T>, E>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+    {
+        let TransactionalCall {
+            store,
+            scope,
+            key,
+            fingerprint,
+            options,
+        } = self;
+        let in_tx = InTransaction {
+            store,
+            pending: Mutex::new(None),
+        };
+        let options = options
+            .cache_errors(false)
+            .on_store_error(OnStoreError::FailClosed);
+        let pending = &in_tx.pending;
+        Call::new(&in_tx, scope, key)
+            .fingerprint(fingerprint)
+            .options(options)
+            .run(async move {
+                let mut tx = store.inner.pool.begin().await.map_err(store_error)?;
+                match body(&mut tx).await {
+                    Ok(value) => {
+                        // Committed by `InTransaction::complete`, together with the record.
+                        *pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+                        Ok(value)
+                    }
+                    Err(error) => {
+                        rollback(tx).await;
+                        Err(error)
+                    }
+                }
+            })
+            .await
+    }
+}
+
+type PgTransaction = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// The store the engine sees in transactional mode: claims, heartbeats and releases go to the
+/// pool; completion goes into the body's transaction, which it then commits.
+struct InTransaction<'a> {
+    store: &'a PostgresStore,
+    /// The body's transaction, between the body's `Ok` and the completion.
+    pending: Mutex<Option<PgTransaction>>,
+}
+
+impl InTransaction<'_> {
+    fn take_pending(&self) -> Option<PgTransaction> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+async fn rollback(tx: PgTransaction) {
+    if let Err(error) = tx.rollback().await {
+        // The connection is gone; the server rolls the transaction back on its own.
+        tracing::debug!(%error, "rollback failed");
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for InTransaction<'_> {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        self.store.claim(request).await
+    }
+
+    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
+        let Some(mut tx) = self.take_pending() else {
+            return Err(Error::store(
+                BACKEND,
+                "no open transaction to record the result in",
+            ));
+        };
+        match self.store.complete_in(&mut tx, lease, payload, ttl).await {
+            Ok(()) => tx.commit().await.map_err(store_error),
+            Err(error) => {
+                rollback(tx).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        if let Some(tx) = self.take_pending() {
+            rollback(tx).await;
+        }
+        self.store.release(lease).await
+    }
+
+    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
+        self.store.extend(lease, lease_for).await
+    }
+
+    fn release_in_background(&self, lease: Lease) {
+        // A pending transaction is dropped with this value, which rolls it back.
+        self.store.release_in_background(lease);
+    }
+
+    async fn purge_expired(&self) -> Result<u64, Error> {
+        self.store.purge_expired().await
+    }
+
+    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
+        self.store.wait_for_change(scope, key, max_wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_validated() {
+        for valid in ["t", "_t", "idempotency_records", "a1_b2", "billing.records"] {
+            assert!(TableName::parse(valid).is_ok(), "{valid} must be accepted");
+        }
+        let longest = "a".repeat(63);
+        assert!(TableName::parse(&longest).is_ok());
+        for invalid in [
+            "",
+            "Records",
+            "1records",
+            "re-cords",
+            "a.b.c",
+            ".t",
+            "t.",
+            "t; DROP TABLE x",
+            "\"t\"",
+            "tëst",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(TableName::parse(invalid), Err(Error::InvalidInput { .. })),
+                "{invalid:?} must be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn long_table_names_get_distinct_short_index_names() {
+        let a = TableName::from_parts(None, &format!("{}a", "x".repeat(62)));
+        let b = TableName::from_parts(None, &format!("{}b", "x".repeat(62)));
+        assert!(a.index.len() <= MAX_IDENTIFIER_LEN);
+        assert_ne!(a.index, b.index);
+        let short = TableName::from_parts(Some("s"), "t");
+        assert_eq!(short.index, "t_expires_at_idx");
+        assert_eq!(short.quoted, "\"s\".\"t\"");
+    }
+
+    #[test]
+    fn durations_saturate() {
+        assert_eq!(micros(Duration::from_millis(1500)), 1_500_000);
+        assert_eq!(micros(Duration::MAX), FAR_FUTURE_MICROS);
+    }
+}

@@ -1,0 +1,746 @@
+//! `PostgresStore` against a live server: the conformance suite, the attribute under 1,000
+//! concurrent duplicates, transactional mode, unreadable rows, table names, and round trips
+//! counted on the server.
+//!
+//! The server comes from `IDEMPOTENT_POSTGRES_URL` (default: the local one). Each test uses
+//! tables of its own (`support::unique_name`) and drops them when it ends, so runs can repeat
+//! and overlap.
+
+#![cfg(feature = "postgres")]
+
+mod support;
+
+use support::postgres::{DropTables, connect};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use idempotent_core::key::Fingerprint;
+use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, PgConnection};
+use idempotent_core::{
+    Call, Disposition, Error, IdempotencyStore, PostgresStore, idempotent, observe,
+};
+use tokio::sync::Barrier;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Runs one statement on the store's pool (test setup and inspection).
+async fn exec(store: &PostgresStore, statement: String) {
+    sqlx::query(AssertSqlSafe(statement))
+        .execute(store.pool())
+        .await
+        .expect("statement");
+}
+
+async fn count(store: &PostgresStore, statement: String) -> i64 {
+    sqlx::query_scalar(AssertSqlSafe(statement))
+        .fetch_one(store.pool())
+        .await
+        .expect("count query")
+}
+
+fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
+    ClaimRequest {
+        scope,
+        key,
+        fingerprint: Fingerprint::NONE,
+        owner,
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(60),
+    }
+}
+
+async fn acquire(store: &PostgresStore, scope: &str, key: &str) -> Lease {
+    match store.claim(&request(scope, key, OwnerId::new())).await {
+        Ok(Claim::Acquired(lease)) => lease,
+        other => panic!("expected to acquire {scope}/{key}, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conformance suite
+
+idempotent_core::store_conformance_tests!(postgres, async {
+    let (store, tables) = crate::connect("idem_conf", 16).await?;
+    Some(Arc::new(crate::support::Guarded::new(store, tables)) as Arc<dyn IdempotencyStore>)
+});
+
+// ---------------------------------------------------------------------------------------------
+// The attribute under contention
+
+const DUPLICATES: usize = 1_000;
+
+#[idempotent(key = "id", store = store, skip = "runs", lease = "30s")]
+async fn ship(store: PostgresStore, runs: Arc<AtomicUsize>, id: u64) -> Result<String, Error> {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(format!("shipment-{id}-run-{run}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attribute_collapses_a_thousand_concurrent_duplicates_into_one_execution() {
+    let Some((store, _tables)) = connect("idem_attr", 16).await else {
+        return;
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(DUPLICATES));
+    let tasks: Vec<_> = (0..DUPLICATES)
+        .map(|_| {
+            let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                observe(ship(store, runs, 7)).await
+            })
+        })
+        .collect();
+    let (mut executed, mut replayed) = (0, 0);
+    for task in tasks {
+        let (result, how) = task.await.unwrap();
+        assert_eq!(result.unwrap(), "shipment-7-run-1");
+        match how {
+            Some(Disposition::Executed) => executed += 1,
+            Some(Disposition::Replayed) => replayed += 1,
+            None => panic!("no disposition reported"),
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
+    assert_eq!((executed, replayed), (1, DUPLICATES - 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactional mode
+
+/// A store plus a user table `(id bigint primary key, note text)` the bodies write to.
+async fn transactional_setup(prefix: &str) -> Option<(PostgresStore, String, DropTables)> {
+    let (store, mut tables) = connect(prefix, 8).await?;
+    let user_table = support::unique_name(&format!("{prefix}_user"));
+    exec(
+        &store,
+        format!("CREATE TABLE {user_table} (id bigint PRIMARY KEY, note text NOT NULL)"),
+    )
+    .await;
+    tables.tables.push(user_table.clone());
+    Some((store, user_table, tables))
+}
+
+async fn insert_user_row(
+    tx: &mut PgConnection,
+    user_table: &str,
+    id: i64,
+    note: &str,
+) -> Result<(), Error> {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {user_table} (id, note) VALUES ($1, $2)"
+    )))
+    .bind(id)
+    .bind(note)
+    .execute(tx)
+    .await
+    .map(|_| ())
+    .map_err(|error| Error::store("postgres", error))
+}
+
+#[tokio::test]
+async fn transactional_writes_and_completion_commit_together_then_replay() {
+    let Some((store, user_table, _tables)) = transactional_setup("idem_tx_commit").await else {
+        return;
+    };
+    let runs = AtomicUsize::new(0);
+    let call = store.transactional("tx.commit", "order-1");
+    let first = call
+        .run(async |tx| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            insert_user_row(tx, &user_table, 1, "shipped").await?;
+            Ok::<_, Error>(String::from("shipment-1"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.disposition, Disposition::Executed);
+    assert_eq!(first.value, "shipment-1");
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {user_table}")).await,
+        1
+    );
+    let state: String = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT state FROM {} WHERE scope = $1 AND key = $2",
+        store.table()
+    )))
+    .bind(&b"tx.commit"[..])
+    .bind(&b"order-1"[..])
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(state, "completed");
+
+    // A duplicate replays without running the body (it would fail on the primary key).
+    let second = call
+        .run(async |tx| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            insert_user_row(tx, &user_table, 1, "shipped again").await?;
+            Ok::<_, Error>(String::from("shipment-2"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.disposition, Disposition::Replayed);
+    assert_eq!(second.value, "shipment-1");
+    // The plain Call API replays the same record: one payload format.
+    let plain = Call::new(&store, "tx.commit", "order-1")
+        .run(async { Ok::<String, Error>(String::from("never")) })
+        .await
+        .unwrap();
+    assert_eq!(plain.value, "shipment-1");
+    assert!(plain.is_replayed());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn transactional_lost_lease_rolls_back_the_bodys_writes() {
+    let Some((store, user_table, _tables)) = transactional_setup("idem_tx_lost").await else {
+        return;
+    };
+    let (scope, key) = ("tx.lost", "order-2");
+    let thief = OwnerId::new();
+    let result = store
+        .transactional(scope, key)
+        .run(async |tx| {
+            insert_user_row(tx, &user_table, 2, "written by the stale owner").await?;
+            // Another worker takes the key over while this body runs: the lease is made to
+            // expire (as if this process had paused past it) and a new owner claims.
+            exec(
+                &store,
+                format!(
+                    "UPDATE {} SET lease_until = statement_timestamp() - interval '1 second' \
+                     WHERE scope = 'tx.lost'::bytea AND key = 'order-2'::bytea",
+                    store.table()
+                ),
+            )
+            .await;
+            match store.claim(&request(scope, key, thief)).await {
+                Ok(Claim::Acquired(lease)) => assert_eq!(lease.epoch(), 2),
+                other => panic!("the takeover must acquire, got {other:?}"),
+            }
+            Ok::<_, Error>(2u64)
+        })
+        .await;
+    assert!(
+        matches!(result, Err(Error::LeaseLost)),
+        "expected LeaseLost, got {result:?}"
+    );
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {user_table}")).await,
+        0,
+        "the stale owner's writes must roll back"
+    );
+    // The new owner's claim is intact.
+    match store.claim(&request(scope, key, OwnerId::new())).await {
+        Ok(Claim::InFlight { .. }) => {}
+        other => panic!("the new owner's claim must survive, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transactional_body_error_rolls_back_and_releases_the_key() {
+    let Some((store, user_table, _tables)) = transactional_setup("idem_tx_error").await else {
+        return;
+    };
+    let result = store
+        .transactional("tx.error", "order-3")
+        .run(async |tx| {
+            insert_user_row(tx, &user_table, 3, "half done").await?;
+            Err::<u64, _>(Error::InvalidInput {
+                reason: "the carrier refused".into(),
+            })
+        })
+        .await;
+    assert!(
+        matches!(result, Err(Error::InvalidInput { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {user_table}")).await,
+        0
+    );
+    // Released: the next claim acquires, and the epoch keeps counting.
+    let lease = acquire(&store, "tx.error", "order-3").await;
+    assert_eq!(lease.epoch(), 2);
+}
+
+#[tokio::test]
+async fn transactional_cancelled_body_rolls_back_and_releases_the_key() {
+    let Some((store, user_table, _tables)) = transactional_setup("idem_tx_cancel").await else {
+        return;
+    };
+    let started = Arc::new(tokio::sync::Notify::new());
+    let task = {
+        let (store, user_table, started) = (store.clone(), user_table.clone(), started.clone());
+        tokio::spawn(async move {
+            store
+                .transactional("tx.cancel", "order-4")
+                .run(async |tx| {
+                    insert_user_row(tx, &user_table, 4, "never committed").await?;
+                    started.notify_one();
+                    std::future::pending::<()>().await;
+                    Ok::<_, Error>(4u64)
+                })
+                .await
+        })
+    };
+    started.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match store
+            .claim(&request("tx.cancel", "order-4", OwnerId::new()))
+            .await
+        {
+            Ok(Claim::Acquired(lease)) => {
+                assert_eq!(lease.epoch(), 2);
+                break;
+            }
+            Ok(Claim::InFlight { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("a cancelled call must release its key, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {user_table}")).await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactional_concurrent_duplicates_write_once() {
+    const CALLS: usize = 50;
+    let Some((store, user_table, _tables)) = transactional_setup("idem_tx_dups").await else {
+        return;
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLS));
+    // Spawned: the transactional call's future is `Send`.
+    let tasks: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let (store, user_table, runs, barrier) = (
+                store.clone(),
+                user_table.clone(),
+                runs.clone(),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .transactional("tx.dups", "order-5")
+                    .run(async |tx| {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        insert_user_row(tx, &user_table, 5, "once").await?;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, Error>(5u64)
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut replayed = 0;
+    for task in tasks {
+        let outcome = task.await.unwrap().unwrap();
+        assert_eq!(outcome.value, 5);
+        replayed += usize::from(outcome.is_replayed());
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(replayed, CALLS - 1);
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {user_table}")).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn complete_in_commits_or_rolls_back_with_the_callers_transaction() {
+    let Some((store, user_table, _tables)) = transactional_setup("idem_tx_manual").await else {
+        return;
+    };
+    let lease = acquire(&store, "tx.manual", "order-6").await;
+
+    // Rolled back: neither the write nor the record survives; the claim is still held.
+    let mut tx = store.pool().begin().await.unwrap();
+    insert_user_row(&mut tx, &user_table, 6, "rolled back")
+        .await
+        .unwrap();
+    store
+        .complete_in(
+            &mut tx,
+            &lease,
+            Bytes::from_static(b"\x016"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {user_table}")).await,
+        0
+    );
+    assert!(matches!(
+        store
+            .claim(&request("tx.manual", "order-6", OwnerId::new()))
+            .await,
+        Ok(Claim::InFlight { .. })
+    ));
+
+    // Committed: both are there, and the record replays.
+    let mut tx = store.pool().begin().await.unwrap();
+    insert_user_row(&mut tx, &user_table, 6, "committed")
+        .await
+        .unwrap();
+    store
+        .complete_in(
+            &mut tx,
+            &lease,
+            Bytes::from_static(b"\x016"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {user_table}")).await,
+        1
+    );
+    match store
+        .claim(&request("tx.manual", "order-6", OwnerId::new()))
+        .await
+    {
+        Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x016"),
+        other => panic!("expected the committed record, got {other:?}"),
+    }
+
+    // A stale lease cannot complete, in a transaction or not.
+    let mut tx = store.pool().begin().await.unwrap();
+    let stale = store
+        .complete_in(
+            &mut tx,
+            &lease,
+            Bytes::from_static(b"x"),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::LeaseLost)), "{stale:?}");
+    tx.rollback().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unreadable rows
+
+/// Writes a row with raw SQL; `values` fills (state, owner, epoch, lease_until, expires_at,
+/// payload).
+async fn write_raw(store: &PostgresStore, scope: &str, key: &str, values: &str) {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (scope, key, fingerprint, state, owner, epoch, lease_until, expires_at, \
+         payload) VALUES ($1, $2, $3, {values})",
+        store.table()
+    )))
+    .bind(scope.as_bytes())
+    .bind(key.as_bytes())
+    .bind(&Fingerprint::NONE.as_bytes()[..])
+    .execute(store.pool())
+    .await
+    .expect("raw insert");
+}
+
+#[tokio::test]
+async fn unreadable_rows_are_errors_and_never_run_the_body() {
+    let Some((store, _tables)) = connect("idem_corrupt", 4).await else {
+        return;
+    };
+    let live = "statement_timestamp() + interval '1 hour'";
+    let cases = [
+        (
+            "unknown-state",
+            format!("'archived', NULL, 1, NULL, {live}, '\\x0131'"),
+        ),
+        (
+            "completed-without-payload",
+            format!("'completed', NULL, 1, NULL, {live}, NULL"),
+        ),
+        (
+            "negative-epoch",
+            format!("'completed', NULL, -4, NULL, {live}, '\\x0131'"),
+        ),
+        (
+            "in-progress-without-lease",
+            format!("'in_progress', uuid_send(gen_random_uuid()), 1, NULL, {live}, NULL"),
+        ),
+    ];
+    let runs = AtomicUsize::new(0);
+    for (key, values) in &cases {
+        write_raw(&store, "corrupt", key, values).await;
+        let claim = store.claim(&request("corrupt", key, OwnerId::new())).await;
+        assert!(
+            matches!(claim, Err(Error::Decode { ref scope, .. }) if scope == "corrupt"),
+            "{key}: expected Error::Decode, got {claim:?}"
+        );
+        let call = Call::new(&store, "corrupt", key)
+            .run(async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<u32, Error>(1)
+            })
+            .await;
+        assert!(
+            matches!(call, Err(Error::Decode { .. })),
+            "{key}: expected Error::Decode from the call, got {call:?}"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the body must never run");
+
+    // Past its ttl, a row is absent whatever it holds, so it is claimed again.
+    write_raw(
+        &store,
+        "corrupt",
+        "expired",
+        "'archived', NULL, 7, NULL, statement_timestamp() - interval '1 second', NULL",
+    )
+    .await;
+    assert_eq!(acquire(&store, "corrupt", "expired").await.epoch(), 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration and limits
+
+#[tokio::test]
+async fn table_names_are_validated_before_connecting() {
+    for invalid in [
+        "",
+        "Records",
+        "1records",
+        "re-cords",
+        "a.b.c",
+        "records; DROP TABLE users",
+        "\"records\"",
+    ] {
+        // No server is contacted: the name is checked first.
+        let result = PostgresStore::builder()
+            .table(invalid)
+            .connect("postgres://nobody@127.0.0.1:1/none")
+            .await;
+        assert!(
+            matches!(result, Err(Error::InvalidInput { .. })),
+            "{invalid:?}: {result:?}"
+        );
+    }
+    let too_long = "a".repeat(64);
+    assert!(matches!(
+        PostgresStore::builder()
+            .table(&too_long)
+            .connect("postgres://nobody@127.0.0.1:1/none")
+            .await,
+        Err(Error::InvalidInput { .. })
+    ));
+    let unreachable = PostgresStore::connect("postgres://nobody@127.0.0.1:1/none").await;
+    assert!(
+        matches!(
+            unreachable,
+            Err(Error::Store {
+                backend: "postgres",
+                ..
+            })
+        ),
+        "{unreachable:?}"
+    );
+}
+
+#[tokio::test]
+async fn schema_qualified_table_on_an_existing_pool() {
+    let Some((store, mut tables)) = connect("idem_schema_base", 4).await else {
+        return;
+    };
+    let schema = support::unique_name("idem_schema");
+    exec(&store, format!("CREATE SCHEMA {schema}")).await;
+    tables.tables.push(format!("{schema}.records"));
+    let qualified = format!("{schema}.records");
+    let in_schema = PostgresStore::builder()
+        .table(&qualified)
+        .build(store.pool().clone())
+        .unwrap();
+    assert_eq!(in_schema.table(), qualified);
+    assert!(matches!(
+        PostgresStore::builder()
+            .table("Bad.name")
+            .build(store.pool().clone()),
+        Err(Error::InvalidInput { .. })
+    ));
+    // Concurrent migrations of one table serialize on an advisory lock.
+    let migrations: Vec<_> = (0..6)
+        .map(|_| {
+            let store = in_schema.clone();
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for migration in migrations {
+        migration.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        count(
+            &store,
+            format!(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = '{schema}' \
+                 AND tablename = 'records' AND indexdef LIKE '%(expires_at)%'"
+            )
+        )
+        .await,
+        1,
+        "the expiry index exists"
+    );
+    let outcome = Call::new(&in_schema, "schema", "k")
+        .run(async { Ok::<u8, Error>(3) })
+        .await
+        .unwrap();
+    assert!(!outcome.is_replayed());
+    assert!(
+        Call::new(&in_schema, "schema", "k")
+            .run(async { Ok::<u8, Error>(4) })
+            .await
+            .unwrap()
+            .is_replayed()
+    );
+    // The default-table constructor works on the same pool (its table is not created here).
+    assert_eq!(
+        PostgresStore::from_pool(store.pool().clone()).table(),
+        "idempotency_records"
+    );
+    drop(tables); // drops `schema.records` before the schema
+    exec(&store, format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+}
+
+#[tokio::test]
+async fn oversized_scope_and_key_are_invalid_input() {
+    let Some((store, _tables)) = connect("idem_size", 2).await else {
+        return;
+    };
+    let key = "k".repeat(2000);
+    let result = store
+        .claim(&request(&"s".repeat(100), &key, OwnerId::new()))
+        .await;
+    assert!(
+        matches!(result, Err(Error::InvalidInput { .. })),
+        "{result:?}"
+    );
+    // Right at the limit, with bytes PostgreSQL cannot compress, it still fits the index.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut noise = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'!' + (state % 94) as u8)
+            })
+            .collect()
+    };
+    let (scope, key) = (noise(1024), noise(1024));
+    acquire(&store, &scope, &key).await;
+}
+
+#[tokio::test]
+async fn purge_removes_expired_rows_in_batches_and_keeps_live_ones() {
+    let Some((store, _tables)) = connect("idem_purge", 4).await else {
+        return;
+    };
+    exec(
+        &store,
+        format!(
+            "INSERT INTO {} (scope, key, state, owner, epoch, fingerprint, lease_until, \
+             expires_at, payload) \
+             SELECT 'purge'::bytea, convert_to(i::text, 'UTF8'), 'completed', NULL, 1, \
+                 '\\x00'::bytea, NULL, statement_timestamp() - interval '1 minute', '\\x01'::bytea \
+             FROM generate_series(1, 2500) AS i",
+            store.table()
+        ),
+    )
+    .await;
+    let live = acquire(&store, "purge", "live").await;
+    store
+        .complete(&live, Bytes::from_static(b"\x01"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(store.purge_expired().await.unwrap(), 2500);
+    assert_eq!(
+        count(&store, format!("SELECT count(*) FROM {}", store.table())).await,
+        1
+    );
+    assert_eq!(store.purge_expired().await.unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips, counted on the server
+
+/// `calls` summed over the statements pg_stat_statements has seen for `table`.
+async fn statements_for(store: &PostgresStore, table: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+         WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'",
+    )
+    .bind(table)
+    .fetch_one(store.pool())
+    .await
+    .expect("pg_stat_statements")
+}
+
+#[tokio::test]
+async fn a_fresh_call_costs_two_statements_and_a_replay_one() {
+    const CALLS: i64 = 20;
+    let Some((store, _tables)) = connect("idem_rt", 2).await else {
+        return;
+    };
+    let available = async {
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(store.pool())
+            .await?;
+        sqlx::query("SELECT 1 FROM pg_stat_statements LIMIT 1")
+            .execute(store.pool())
+            .await
+    }
+    .await;
+    if let Err(error) = available {
+        if support::services_required() {
+            panic!("pg_stat_statements is required (IDEMPOTENT_REQUIRE_SERVICES=1): {error}");
+        }
+        eprintln!("skipping: pg_stat_statements is not available ({error})");
+        return;
+    }
+    let table = store.table().to_owned();
+    let run = |id: i64| {
+        let key = id.to_string();
+        let store = store.clone();
+        async move {
+            Call::new(&store, "round-trips", &key)
+                .run(async { Ok::<i64, Error>(id) })
+                .await
+                .unwrap()
+        }
+    };
+
+    let before = statements_for(&store, &table).await;
+    for id in 0..CALLS {
+        assert!(!run(id).await.is_replayed());
+    }
+    let fresh = statements_for(&store, &table).await - before;
+
+    let before = statements_for(&store, &table).await;
+    for id in 0..CALLS {
+        assert!(run(id).await.is_replayed());
+    }
+    let replay = statements_for(&store, &table).await - before;
+
+    eprintln!(
+        "round trips: fresh {} per call, replay {} per call",
+        fresh as f64 / CALLS as f64,
+        replay as f64 / CALLS as f64
+    );
+    assert_eq!(fresh, 2 * CALLS, "a fresh call is claim + complete");
+    assert_eq!(replay, CALLS, "a replay is one claim statement");
+}

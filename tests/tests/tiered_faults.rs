@@ -1,0 +1,78 @@
+//! `TieredStore` when Redis goes away: losing the cache loses speed, never correctness.
+//!
+//! This binary stops the local Redis server, which breaks every other client of it, so it
+//! holds this one test only (cargo runs test binaries one at a time). A guard restarts Redis
+//! even when the test fails.
+
+#![cfg(feature = "tiered")]
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use idempotent_core::{Call, Error, TieredStore};
+use support::postgres::connect;
+use support::redis_server::{RestartOnDrop, ping, stop_redis};
+
+async fn call(store: &TieredStore, runs: &AtomicUsize, key: &str) -> Result<(u64, bool), Error> {
+    Call::new(store, "tiered-faults", key)
+        .run(async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<u64, Error>(5)
+        })
+        .await
+        .map(|outcome| (outcome.value, outcome.is_replayed()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_keep_working_and_never_run_twice_while_redis_is_down() {
+    let Some((durable, _tables)) = connect("idem_tiered_faults", 8).await else {
+        return;
+    };
+    let url = support::redis_url();
+    if !url.contains("127.0.0.1:6379") {
+        eprintln!("skipping: the fault test only stops the local Redis at 127.0.0.1:6379");
+        return;
+    }
+    let store = match TieredStore::builder()
+        .cache_prefix(support::unique_name("idem_tiered_faults"))
+        .cache_timeout(Duration::from_millis(200))
+        .connect(durable, &url)
+        .await
+    {
+        Ok(store) => store,
+        Err(error) => {
+            support::unavailable::<()>("Redis", &url, error);
+            return;
+        }
+    };
+    let runs = AtomicUsize::new(0);
+    // Warm: one key completed and back-filled into the cache.
+    assert_eq!(call(&store, &runs, "warm").await.unwrap(), (5, false));
+    assert_eq!(call(&store, &runs, "warm").await.unwrap(), (5, true));
+
+    let _restart = RestartOnDrop;
+    assert!(stop_redis(), "Redis did not stop");
+    // With the cache gone, replays and fresh calls are answered by PostgreSQL alone.
+    for round in 0..3 {
+        assert_eq!(
+            call(&store, &runs, "warm").await.unwrap(),
+            (5, true),
+            "round {round}"
+        );
+        let key = format!("during-{round}");
+        assert_eq!(call(&store, &runs, &key).await.unwrap(), (5, false));
+        assert_eq!(call(&store, &runs, &key).await.unwrap(), (5, true));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 4, "every key ran exactly once");
+
+    drop(_restart);
+    assert!(ping(), "Redis is back");
+    // After the bypass window the cache is used again; results are unchanged.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for key in ["warm", "during-0", "during-2"] {
+        assert_eq!(call(&store, &runs, key).await.unwrap(), (5, true));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+}

@@ -1,0 +1,199 @@
+//! `TieredStore` against live PostgreSQL and Redis: the conformance suite, replays served from
+//! the cache, and a cache that can be wrong or gone without changing any decision.
+
+#![cfg(feature = "tiered")]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use idempotent_core::key::Fingerprint;
+use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
+use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe};
+use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, TieredStore, idempotent};
+use support::postgres::{DropTables, connect};
+use support::redis_server::redis_cli;
+
+/// Deletes the cache keys of one prefix when the test ends.
+struct DeleteCacheKeys(String);
+
+impl Drop for DeleteCacheKeys {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.0);
+        if let Some(keys) = redis_cli(&["--scan", "--pattern", &pattern]) {
+            for key in keys.lines().filter(|line| !line.is_empty()) {
+                let _ = redis_cli(&["del", key]);
+            }
+        }
+    }
+}
+
+async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
+    let (durable, tables) = connect(prefix, 16).await?;
+    let cache_prefix = support::unique_name(prefix);
+    let url = support::redis_url();
+    match TieredStore::builder()
+        .cache_prefix(&cache_prefix)
+        .connect(durable, &url)
+        .await
+    {
+        Ok(store) => Some((store, (tables, DeleteCacheKeys(cache_prefix)))),
+        Err(error) => support::unavailable("Redis", &url, error),
+    }
+}
+
+idempotent_core::store_conformance_tests!(tiered, async {
+    let (store, guards) = crate::tiered("idem_tiered_conf").await?;
+    Some(Arc::new(crate::support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>)
+});
+
+fn request<'a>(scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> ClaimRequest<'a> {
+    ClaimRequest {
+        scope,
+        key,
+        fingerprint,
+        owner: OwnerId::new(),
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(600),
+    }
+}
+
+async fn completed_once(store: &TieredStore, key: &str, fingerprint: Fingerprint) {
+    let outcome = Call::new(store, "tiered", key)
+        .fingerprint(fingerprint)
+        .options(CallOptions::new().ttl(Duration::from_secs(600)))
+        .run(async { Ok::<u32, Error>(7) })
+        .await
+        .expect("first call");
+    assert!(!outcome.is_replayed());
+}
+
+#[tokio::test]
+async fn replay_back_fills_the_cache_for_no_longer_than_the_record_lives() {
+    let Some((store, _guards)) = tiered("idem_tiered_fill").await else {
+        return;
+    };
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    completed_once(&store, "k", fingerprint).await;
+    let cache_key = store.cache_key("tiered", "k");
+    assert_eq!(redis_cli(&["exists", &cache_key]).as_deref(), Some("0"));
+
+    // The first replay reads PostgreSQL and copies the record into Redis...
+    match store.claim(&request("tiered", "k", fingerprint)).await {
+        Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    assert_eq!(redis_cli(&["exists", &cache_key]).as_deref(), Some("1"));
+    // ...with a Redis expiry no later than the record's own (ttl 600 s).
+    let pttl: i64 = redis_cli(&["pttl", &cache_key])
+        .and_then(|ms| ms.parse().ok())
+        .expect("pttl");
+    assert!(pttl > 0 && pttl <= 600_000, "cache entry pttl {pttl}");
+}
+
+#[tokio::test]
+async fn replays_are_served_from_the_cache_once_back_filled() {
+    let Some((store, _guards)) = tiered("idem_tiered_hit").await else {
+        return;
+    };
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    completed_once(&store, "k", fingerprint).await;
+    assert!(matches!(
+        store.claim(&request("tiered", "k", fingerprint)).await,
+        Ok(Claim::Completed(_))
+    ));
+    // Remove the record from PostgreSQL behind the store's back: only the cache has it now.
+    let table = store.durable().table().to_owned();
+    sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+        .execute(store.durable().pool())
+        .await
+        .expect("delete");
+    match store.claim(&request("tiered", "k", fingerprint)).await {
+        Ok(Claim::Completed(record)) => {
+            assert_eq!(&record.payload[..], b"\x017");
+            assert_eq!(record.epoch, 1);
+        }
+        other => panic!("expected the cached record, got {other:?}"),
+    }
+    // The cache also enforces the fingerprint.
+    assert_eq!(
+        store
+            .claim(&request("tiered", "k", Fingerprint::of_bytes(b"other")))
+            .await
+            .expect("claim"),
+        Claim::PayloadMismatch
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
+    let Some((store, _guards)) = tiered("idem_tiered_corrupt").await else {
+        return;
+    };
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    completed_once(&store, "k", fingerprint).await;
+    let cache_key = store.cache_key("tiered", "k");
+    assert_eq!(
+        redis_cli(&["set", &cache_key, "garbage"]).as_deref(),
+        Some("OK")
+    );
+    match store.claim(&request("tiered", "k", fingerprint)).await {
+        Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
+        other => panic!("expected PostgreSQL's record, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_key_never_completed_is_decided_by_postgres_only() {
+    let Some((store, _guards)) = tiered("idem_tiered_fresh").await else {
+        return;
+    };
+    // A cache entry for an in-progress key can never exist: claims go to PostgreSQL.
+    let first = store
+        .claim(&request("tiered", "k", Fingerprint::NONE))
+        .await
+        .expect("claim");
+    assert!(matches!(first, Claim::Acquired(_)));
+    assert!(matches!(
+        store
+            .claim(&request("tiered", "k", Fingerprint::NONE))
+            .await
+            .expect("claim"),
+        Claim::InFlight { .. }
+    ));
+    assert_eq!(
+        redis_cli(&["exists", &store.cache_key("tiered", "k")]).as_deref(),
+        Some("0")
+    );
+}
+
+#[idempotent(key = "id", store = store, skip = "runs", namespace = "tiered.attribute")]
+async fn charge(store: &TieredStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(id * 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_thousand_concurrent_duplicates_run_the_body_once() {
+    let Some((store, _guards)) = tiered("idem_tiered_dup").await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            charge(&store, &runs, 21).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task").expect("call"), 42);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
