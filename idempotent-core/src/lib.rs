@@ -188,6 +188,15 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// result is recorded and replays it, giving up with [`Error::InFlight`] after one lease;
 /// `"reject"` returns [`Error::InFlight`] at once, with a `retry_after`.
 ///
+/// ## `on_store_error = "fail_closed" | "fail_open"`
+///
+/// What happens when the store itself fails (connection lost, timeout). `"fail_closed"`
+/// (default) returns [`Error::Store`] and the body does not run. `"fail_open"` runs the body
+/// without protection when the claim cannot be made, and returns its result even when it
+/// cannot be recorded. **The risk:** during an outage every duplicate runs the body again, so
+/// choose it only where a second execution costs less than an outage (a cache refresh, a
+/// notification that tolerates duplicates), never for payments.
+///
 /// ## `cache_errors = true`
 ///
 /// Stores and replays `Err` results too; the error type must then also be `Serialize +
@@ -282,7 +291,9 @@ pub mod __private {
     use std::sync::Arc;
 
     pub use crate::key::{Fingerprint, FingerprintBuilder, IdempotencyKey, KeyBuilder};
-    pub use crate::{CallOptions, Error, IdempotencyStore, KeyPart, OnInFlight, default_store};
+    pub use crate::{
+        CallOptions, Error, IdempotencyStore, KeyPart, OnInFlight, OnStoreError, default_store,
+    };
     pub use core::time::Duration;
     pub use serde::Serialize;
     pub use serde::de::DeserializeOwned;

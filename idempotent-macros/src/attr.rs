@@ -15,6 +15,7 @@ mod kw {
     syn::custom_keyword!(namespace);
     syn::custom_keyword!(skip);
     syn::custom_keyword!(on_in_flight);
+    syn::custom_keyword!(on_store_error);
     syn::custom_keyword!(cache_errors);
 }
 
@@ -28,6 +29,7 @@ pub(crate) struct Args {
     namespace: Option<LitStr>,
     skip: Option<LitStr>,
     on_in_flight: Option<LitStr>,
+    on_store_error: Option<LitStr>,
     cache_errors: Option<LitBool>,
     krate: Option<LitStr>,
 }
@@ -51,6 +53,7 @@ const OPTIONS: &[&str] = &[
     "namespace",
     "skip",
     "on_in_flight",
+    "on_store_error",
     "cache_errors",
     "crate",
 ];
@@ -117,6 +120,11 @@ impl Parse for Args {
                 input.parse::<Token![=]>()?;
                 let value = string_value(input, "skip", "\"db, client\"")?;
                 set_once(&mut args.skip, value, keyword, "skip")?;
+            } else if lookahead.peek(kw::on_store_error) {
+                let keyword = input.parse::<kw::on_store_error>()?.span;
+                input.parse::<Token![=]>()?;
+                let value = string_value(input, "on_store_error", "\"fail_open\"")?;
+                set_once(&mut args.on_store_error, value, keyword, "on_store_error")?;
             } else if lookahead.peek(kw::on_in_flight) {
                 let keyword = input.parse::<kw::on_in_flight>()?.span;
                 input.parse::<Token![=]>()?;
@@ -225,6 +233,8 @@ pub(crate) struct Config {
     pub(crate) store: Option<Expr>,
     pub(crate) namespace: Option<LitStr>,
     pub(crate) on_in_flight: InFlight,
+    /// Whether the body runs unprotected when the store fails (`on_store_error = "fail_open"`).
+    pub(crate) fail_open: bool,
     pub(crate) cache_errors: bool,
     pub(crate) return_type: Type,
 }
@@ -465,6 +475,23 @@ impl Config {
             },
         };
 
+        let fail_open = match &args.on_store_error {
+            None => false,
+            Some(literal) => match literal.value().as_str() {
+                "fail_closed" => false,
+                "fail_open" => true,
+                other => {
+                    errors.push(syn::Error::new_spanned(
+                        literal,
+                        format!(
+                            "unknown `on_store_error` policy `{other}`; use `on_store_error = \"fail_closed\"` (the default) or `on_store_error = \"fail_open\"`"
+                        ),
+                    ));
+                    false
+                }
+            },
+        };
+
         let krate = match &args.krate {
             None => syn::parse_quote!(::idempotent_core),
             Some(literal) => match literal.parse::<syn::Path>() {
@@ -541,6 +568,7 @@ impl Config {
             store: args.store,
             namespace: args.namespace,
             on_in_flight,
+            fail_open,
             cache_errors: args.cache_errors.is_some_and(|b| b.value),
             return_type,
         })

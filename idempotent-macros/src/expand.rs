@@ -28,6 +28,7 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         store,
         namespace,
         on_in_flight,
+        fail_open,
         cache_errors,
         return_type,
     } = config;
@@ -119,6 +120,11 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         },
     };
 
+    let on_store_error = if fail_open {
+        quote!(#here::OnStoreError::FailOpen)
+    } else {
+        quote!(#here::OnStoreError::FailClosed)
+    };
     let in_flight = match on_in_flight {
         InFlight::Wait => quote!(#here::OnInFlight::Wait),
         InFlight::Reject => quote!(#here::OnInFlight::Reject),
@@ -168,7 +174,8 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
             const __IDEM_OPTIONS: #here::CallOptions = #here::CallOptions::new()
                 .ttl(#here::Duration::from_millis(#ttl_ms))
                 .lease(#here::Duration::from_millis(#lease_ms))
-                .on_in_flight(#in_flight);
+                .on_in_flight(#in_flight)
+                .on_store_error(#on_store_error);
             #output_check
             let __idem_key = {
                 let mut __idem_key_builder = #here::IdempotencyKey::builder(#namespace);

@@ -10,7 +10,7 @@ use idempotent_core::key::{Fingerprint, IdempotencyKey};
 use idempotent_core::store::{Claim, ClaimRequest, Lease};
 use idempotent_core::{
     Call, CallOptions, Disposition, Error, IdempotencyStore, MemoryStore, OnInFlight, OnStoreError,
-    Outcome, observe,
+    Outcome, idempotent, observe,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -390,4 +390,31 @@ async fn options_builder_keeps_ttl_and_lease() {
         CallOptions::new().ttl_duration(),
         Duration::from_secs(24 * 60 * 60)
     );
+}
+
+#[idempotent(key = "id", store = store, skip = "runs", on_store_error = "fail_open")]
+async fn refresh_cache(store: &DownStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(id)
+}
+
+#[idempotent(key = "id", store = store, skip = "runs")]
+async fn charge_closed(store: &DownStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(id)
+}
+
+#[tokio::test]
+async fn attribute_fail_open_runs_the_body_and_fail_closed_does_not() {
+    let runs = AtomicUsize::new(0);
+    assert_eq!(refresh_cache(&DownStore, &runs, 3).await.unwrap(), 3);
+    assert_eq!(refresh_cache(&DownStore, &runs, 3).await.unwrap(), 3);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "fail-open runs every duplicate"
+    );
+    let closed = charge_closed(&DownStore, &runs, 3).await;
+    assert!(matches!(closed, Err(Error::Store { .. })), "{closed:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }

@@ -24,6 +24,7 @@ struct HttpClient;
     namespace = "orders.charge",
     skip = "client",
     on_in_flight = "reject",
+    on_store_error = "fail_closed",
     cache_errors = true,
     crate = "::idempotent_core",
 )]
