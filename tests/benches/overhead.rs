@@ -1,6 +1,6 @@
 //! Per-call overhead of `#[idempotent]` next to a plain `async fn` and a `#[cached]` hit.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench -p idempotent-tests --bench overhead`
+//! Run: `cargo bench -p idempotent-tests --bench overhead`
 //! (results and ratios are written up in `BENCHMARKS.md`).
 //!
 //! Every measurement drives its futures itself: one current-thread tokio runtime, and one

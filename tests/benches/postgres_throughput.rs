@@ -11,8 +11,7 @@
 //! `POOL_SIZE` connections.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-pg cargo bench -p idempotent-tests --features postgres \
-//!     --bench postgres_throughput
+//! cargo bench -p idempotent-tests --features postgres --bench postgres_throughput
 //! ```
 //!
 //! The server comes from `IDEMPOTENT_POSTGRES_URL` (default: the local one); without a
