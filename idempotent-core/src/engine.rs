@@ -301,13 +301,18 @@ impl<'a> Call<'a> {
 
     /// Runs `body` at most once per key and returns its value, or replays the stored value of
     /// the call that ran it. An `Err` from the body releases the key, so a retry runs again.
-    pub async fn run<T, E, F>(self, body: F) -> Result<Outcome<T>, E>
+    pub fn run<T, E, F>(
+        self,
+        body: F,
+    ) -> impl Future<Output = Result<Outcome<T>, E>> + use<'a, T, E, F>
     where
         F: Future<Output = Result<T, E>>,
         T: Serialize + DeserializeOwned,
         E: From<Error>,
     {
-        self.execute::<T, E, F, OkOnly>(body).await
+        // Not an `async fn`: returning the engine's future directly saves a layer of future
+        // state that every call would otherwise move.
+        self.execute::<T, E, F, OkOnly>(body)
     }
 
     /// Like [`run`](Self::run), but when [`CallOptions::cache_errors`] is set an `Err` is
@@ -426,7 +431,8 @@ async fn acquire(
     request: &ClaimRequest<'_>,
     options: &CallOptions,
 ) -> Result<Acquired, Error> {
-    let started = Instant::now();
+    // Read the clock only once a wait begins: most calls never wait.
+    let mut started: Option<Instant> = None;
     let budget = options.wait_budget();
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -439,7 +445,7 @@ async fn acquire(
                 });
             }
             Claim::InFlight { retry_after } => {
-                let waited = started.elapsed();
+                let waited = started.get_or_insert_with(Instant::now).elapsed();
                 if options.on_in_flight == OnInFlight::Reject || waited >= budget {
                     return Err(Error::InFlight { retry_after });
                 }

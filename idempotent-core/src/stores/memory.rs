@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -70,7 +70,7 @@ struct Shard {
 }
 
 struct ShardState {
-    records: HashMap<RecordKey, Entry>,
+    records: HashMap<RecordKey, Entry, BuildHasherDefault<Prehashed>>,
     /// A lower bound on the earliest expiry in this shard: nothing expires before it.
     next_expiry: Option<Instant>,
     /// How many records are released tombstones: kept so epochs keep counting, reclaimed
@@ -123,7 +123,7 @@ impl MemoryStoreBuilder {
         let shards = (0..shard_count)
             .map(|_| Shard {
                 state: Mutex::new(ShardState {
-                    records: HashMap::new(),
+                    records: HashMap::default(),
                     next_expiry: None,
                     released: 0,
                     sweep_threshold: MIN_SWEEP_THRESHOLD,
@@ -193,11 +193,14 @@ impl MemoryStore {
         self.inner.capacity
     }
 
-    fn shard(&self, scope: &str, key: &str) -> &Shard {
-        let hash = self.inner.shard_hasher.hash_one((scope, key));
-        // The shard count is a power of two; the mask keeps the index in range.
-        let index = (hash as usize) & (self.inner.shards.len() - 1);
-        &self.inner.shards[index]
+    /// The keyed hash of `(scope, key)` and the shard that holds it. The hash is computed once
+    /// per operation: the shard's map reuses it (see [`Prehashed`]).
+    fn locate(&self, scope: &str, key: &str) -> (u64, &Shard) {
+        let digest = self.inner.shard_hasher.hash_one((scope, key));
+        // The map picks buckets from the low bits and tags from the top 7; the shard comes from
+        // the bits in between. The shard count is a power of two, so the mask keeps it in range.
+        let index = ((digest >> 32) as usize) & (self.inner.shards.len() - 1);
+        (digest, &self.inner.shards[index])
     }
 
     fn lock(shard: &Shard) -> MutexGuard<'_, ShardState> {
@@ -216,13 +219,18 @@ impl MemoryStore {
         lease: &Lease,
         update: impl FnOnce(&mut Entry, Instant),
     ) -> Result<(), Error> {
-        let shard = self.shard(lease.scope(), lease.key());
+        let (digest, shard) = self.locate(lease.scope(), lease.key());
         let now = Instant::now();
         {
             let mut state = Self::lock(shard);
+            let lookup = Lookup {
+                digest,
+                scope: lease.scope(),
+                key: lease.key(),
+            };
             let entry = state
                 .records
-                .get_mut(&(lease.scope(), lease.key()) as &dyn KeyView)
+                .get_mut(&lookup as &dyn KeyView)
                 .filter(|entry| entry.is_held_by(lease))
                 .ok_or(Error::LeaseLost)?;
             update(entry, now);
@@ -273,7 +281,7 @@ impl MemoryStore {
     }
 
     fn claim_at(&self, request: &ClaimRequest<'_>, now: Instant) -> Result<Claim, Error> {
-        let shard = self.shard(request.scope, request.key);
+        let (digest, shard) = self.locate(request.scope, request.key);
         let lease_until = deadline(now, request.lease);
         let expires_at = deadline(now, request.ttl.max(request.lease));
         let in_progress = |epoch| Entry {
@@ -289,7 +297,11 @@ impl MemoryStore {
             |epoch| Claim::Acquired(Lease::new(request.scope, request.key, request.owner, epoch));
 
         let mut state = Self::lock(shard);
-        let lookup = (request.scope, request.key);
+        let lookup = Lookup {
+            digest,
+            scope: request.scope,
+            key: request.key,
+        };
         let mut reuses_tombstone = false;
         let claim = match state.records.get_mut(&lookup as &dyn KeyView) {
             Some(entry) => {
@@ -353,9 +365,10 @@ impl MemoryStore {
                         });
                     }
                 }
-                state
-                    .records
-                    .insert(RecordKey::new(request.scope, request.key), in_progress(1));
+                state.records.insert(
+                    RecordKey::new(digest, request.scope, request.key),
+                    in_progress(1),
+                );
                 if state.records.len() >= state.sweep_threshold {
                     self.purge_shard(&mut state, now, false);
                     state.sweep_threshold = (state.records.len() * 2).max(MIN_SWEEP_THRESHOLD);
@@ -455,40 +468,56 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
-        let notified = self.shard(scope, key).changed.notified();
+        let notified = self.locate(scope, key).1.changed.notified();
         let _ = tokio::time::timeout(max_wait, notified).await;
     }
 }
 
-/// An owned `(scope, key)` map key that can be looked up by a borrowed `(&str, &str)` without
-/// allocating.
+/// An owned `(scope, key)` map key, carrying its keyed hash, that can be looked up by a
+/// borrowed [`Lookup`] without allocating or hashing again.
 struct RecordKey {
+    digest: u64,
     scope: Box<str>,
     key: Box<str>,
 }
 
 impl RecordKey {
-    fn new(scope: &str, key: &str) -> Self {
+    fn new(digest: u64, scope: &str, key: &str) -> Self {
         RecordKey {
+            digest,
             scope: scope.into(),
             key: key.into(),
         }
     }
 }
 
+/// A borrowed `(scope, key)` with its keyed hash.
+struct Lookup<'a> {
+    digest: u64,
+    scope: &'a str,
+    key: &'a str,
+}
+
 trait KeyView {
+    fn digest(&self) -> u64;
     fn view(&self) -> (&str, &str);
 }
 
 impl KeyView for RecordKey {
+    fn digest(&self) -> u64 {
+        self.digest
+    }
     fn view(&self) -> (&str, &str) {
         (&self.scope, &self.key)
     }
 }
 
-impl KeyView for (&str, &str) {
+impl KeyView for Lookup<'_> {
+    fn digest(&self) -> u64 {
+        self.digest
+    }
     fn view(&self) -> (&str, &str) {
-        (self.0, self.1)
+        (self.scope, self.key)
     }
 }
 
@@ -500,13 +529,13 @@ impl<'a> Borrow<dyn KeyView + 'a> for RecordKey {
 
 impl Hash for dyn KeyView + '_ {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.view().hash(state);
+        state.write_u64(self.digest());
     }
 }
 
 impl PartialEq for dyn KeyView + '_ {
     fn eq(&self, other: &Self) -> bool {
-        self.view() == other.view()
+        self.digest() == other.digest() && self.view() == other.view()
     }
 }
 
@@ -515,14 +544,38 @@ impl Eq for dyn KeyView + '_ {}
 impl Hash for RecordKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // Must hash exactly like `dyn KeyView` for borrowed lookups to find it.
-        self.view().hash(state);
+        state.write_u64(self.digest);
     }
 }
 
 impl PartialEq for RecordKey {
     fn eq(&self, other: &Self) -> bool {
-        self.view() == other.view()
+        self.digest == other.digest && self.view() == other.view()
     }
 }
 
 impl Eq for RecordKey {}
+
+/// The shard maps' hasher: passes through the keyed SipHash already computed in
+/// [`MemoryStore::locate`], so each operation hashes its key once and a growing map never
+/// rehashes strings. The digest comes from a randomly keyed hasher, so clients still cannot
+/// choose keys that collide.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by the key types; fold anything else in rather than drop it.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
