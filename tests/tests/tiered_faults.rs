@@ -32,7 +32,7 @@ async fn calls_keep_working_and_never_run_twice_while_redis_is_down() {
     };
     let url = support::redis_url();
     if !url.contains("127.0.0.1:6379") {
-        eprintln!("skipping: the fault test only stops the local Redis at 127.0.0.1:6379");
+        support::skip("the tiered fault test only stops the local Redis at 127.0.0.1:6379");
         return;
     }
     let store = match TieredStore::builder()

@@ -7,8 +7,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::fmt::Display;
-
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod redis_server;
@@ -88,17 +86,48 @@ pub fn services_required() -> bool {
 }
 
 /// Reports a service that could not be reached: panics when services are required, else
-/// prints one line and returns `None` so the caller skips.
-pub fn unavailable<T>(service: &str, url: &str, error: impl Display) -> Option<T> {
+/// prints one line (once per test binary and service) and returns `None` so the caller skips.
+pub fn unavailable<T>(
+    service: &str,
+    url: &str,
+    error: impl Into<Box<dyn std::error::Error>>,
+) -> Option<T> {
+    // The error and its causes, such as "store `redis` failed: Connection refused".
+    let error = error.into();
+    let mut error_text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        error_text.push_str(": ");
+        error_text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    let error = error_text;
     if services_required() {
         panic!(
             "{service} is required (IDEMPOTENT_REQUIRE_SERVICES=1) but unreachable at {url}: {error}"
         );
     }
-    eprintln!(
-        "skipping: {service} not reachable at {url} ({error}); set IDEMPOTENT_REQUIRE_SERVICES=1 to fail instead"
-    );
+    static REPORTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !reported.iter().any(|name| name == service) {
+        reported.push(service.to_owned());
+        // Written to stderr directly, not with `eprintln!`, which the test harness captures:
+        // a skip must be visible in a normal `cargo test` run.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping {service} tests: not reachable at {url} ({error}); set IDEMPOTENT_REQUIRE_SERVICES=1 to fail instead"
+        );
+    }
     None
+}
+
+/// Prints why a test skips, visibly: `eprintln!` output is captured by the test harness.
+pub fn skip(reason: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipping: {reason}");
 }
 
 /// A name unique to this test run, for table names and key prefixes, so runs can repeat and
