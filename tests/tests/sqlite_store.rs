@@ -5,6 +5,8 @@
 //! Corrupt rows and the persisted row format need a raw SQLite connection, which this package
 //! has no dependency for; they are unit tests in `idempotent-core/src/stores/sqlite.rs`.
 
+mod support;
+
 use std::future::{Future, poll_fn};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -13,12 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use idempotent_core::key::Fingerprint;
-use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
-use idempotent_core::stores::sqlite::SqliteStoreBuilder;
-use idempotent_core::{Disposition, Error, IdempotencyStore, SqliteStore, idempotent, observe};
+use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
+use idempotent_core::{
+    Disposition, Error, IdempotencyStore, SqliteStore, SqliteStoreBuilder, idempotent, observe,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
 
@@ -53,12 +55,9 @@ impl Drop for TempDb {
     }
 }
 
-/// A store that owns its temporary database: the files go when the suite drops the store.
-struct TempStore {
-    // Declared first, so the connections are dropped before the files are removed.
-    store: SqliteStore,
-    _db: TempDb,
-}
+/// A store that owns its temporary database: the files go when the suite drops the store
+/// (`Guarded` drops the store, and so its connections, before the files).
+struct TempStore;
 
 impl TempStore {
     async fn open(label: &str, builder: SqliteStoreBuilder) -> Arc<dyn IdempotencyStore> {
@@ -67,38 +66,7 @@ impl TempStore {
             .open(db.path())
             .await
             .expect("open the sqlite store");
-        Arc::new(TempStore { store, _db: db })
-    }
-}
-
-#[async_trait]
-impl IdempotencyStore for TempStore {
-    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
-        self.store.claim(request).await
-    }
-
-    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
-        self.store.complete(lease, payload, ttl).await
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        self.store.release(lease).await
-    }
-
-    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.store.extend(lease, lease_for).await
-    }
-
-    fn release_in_background(&self, lease: Lease) {
-        self.store.release_in_background(lease);
-    }
-
-    async fn purge_expired(&self) -> Result<u64, Error> {
-        self.store.purge_expired().await
-    }
-
-    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
-        self.store.wait_for_change(scope, key, max_wait).await;
+        Arc::new(support::Guarded::new(store, db))
     }
 }
 

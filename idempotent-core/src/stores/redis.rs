@@ -709,7 +709,9 @@ fn owner_hex(owner: OwnerId) -> String {
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-fn record_key(prefix: &str, scope: &str, key: &str) -> String {
+/// `{prefix}:{<hex sha256 of the length-prefixed scope and key>}`: no caller input in the name,
+/// and the digest is the cluster hash tag. Also names the tiered store's cache entries.
+pub(crate) fn record_key(prefix: &str, scope: &str, key: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update((scope.len() as u64).to_be_bytes());
     hasher.update(scope.as_bytes());

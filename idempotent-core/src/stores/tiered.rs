@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::key::Fingerprint;
@@ -180,23 +179,10 @@ impl TieredStore {
         &self.inner.durable
     }
 
-    /// The Redis key a record of `(scope, key)` is cached under.
+    /// The Redis key a record of `(scope, key)` is cached under: named like a
+    /// [`RedisStore`](crate::RedisStore) record, under the cache prefix.
     pub fn cache_key(&self, scope: &str, key: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update((scope.len() as u64).to_be_bytes());
-        hasher.update(scope.as_bytes());
-        hasher.update((key.len() as u64).to_be_bytes());
-        hasher.update(key.as_bytes());
-        let digest = hasher.finalize();
-        let mut name = String::with_capacity(self.inner.prefix.len() + 67);
-        name.push_str(&self.inner.prefix);
-        name.push_str(":{");
-        for byte in digest {
-            name.push(char::from(HEX[usize::from(byte >> 4)]));
-            name.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-        name.push('}');
-        name
+        crate::stores::redis::record_key(&self.inner.prefix, scope, key)
     }
 
     fn now_ms(&self) -> u64 {
@@ -303,8 +289,6 @@ impl TieredStore {
         }
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `(fingerprint, epoch, payload)` of a cache entry, or `None` if it is not one.
 fn parse_entry(entry: &[u8]) -> Option<(Fingerprint, u64, &[u8])> {
