@@ -220,3 +220,27 @@ pub trait IdempotencyStore: Send + Sync {
         tokio::time::sleep(max_wait).await;
     }
 }
+
+/// Runs `store.release(&lease)` on the current tokio runtime without waiting for it: the usual
+/// body of [`IdempotencyStore::release_in_background`] for a store whose handle is cheap to
+/// clone. With no runtime it does nothing, and the claim expires with its lease. A lease that
+/// was already lost has nothing to release; any other failure is logged.
+pub fn spawn_release<S>(store: S, lease: Lease)
+where
+    S: IdempotencyStore + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        match store.release(&lease).await {
+            Ok(()) | Err(Error::LeaseLost) => {}
+            Err(error) => tracing::warn!(
+                scope = lease.scope(),
+                key = lease.key(),
+                %error,
+                "could not release the claim; it expires with its lease"
+            ),
+        }
+    });
+}

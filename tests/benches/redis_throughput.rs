@@ -241,8 +241,8 @@ async fn run() {
         for round in 0..ROUNDS {
             for (kind, cell) in KINDS.iter().zip(cells.iter_mut()) {
                 let name = format!("{callers}-{round}");
-                let client_before = process_cpu();
-                let server_before = server_cpu(&store).await;
+                let client_before = support::process_cpu();
+                let server_before = support::redis_data::server_cpu(&store).await;
                 let started = Instant::now();
                 let ops = match measure(&bench, *kind, &name, callers).await {
                     Ok(ops) => ops,
@@ -252,8 +252,10 @@ async fn run() {
                     }
                 };
                 let elapsed = started.elapsed();
-                let client = process_cpu().saturating_sub(client_before);
-                let server = server_cpu(&store).await.saturating_sub(server_before);
+                let client = support::process_cpu().saturating_sub(client_before);
+                let server = support::redis_data::server_cpu(&store)
+                    .await
+                    .saturating_sub(server_before);
                 cell.record(ops, elapsed, client, server);
             }
         }
@@ -320,7 +322,7 @@ async fn run() {
         );
     }
 
-    match delete_prefix(&store).await {
+    match support::redis_data::delete_prefix(&store, store.key_prefix()).await {
         Ok(deleted) => println!("\nredis_throughput: deleted {deleted} keys"),
         Err(error) => eprintln!("redis_throughput: cleanup failed: {error}"),
     }
@@ -363,73 +365,4 @@ async fn measure(bench: &Arc<Bench>, kind: Kind, cell: &str, callers: usize) -> 
         }
     }
     Ok(total)
-}
-
-/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`, in ns);
-/// zero where that is not available.
-fn process_cpu() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
-/// The Redis server's CPU time so far (`used_cpu_user` + `used_cpu_sys`).
-async fn server_cpu(store: &RedisStore) -> Duration {
-    let Ok(RawReply::Data(info)) = store.raw_command(&[b"INFO", b"cpu"]).await else {
-        return Duration::ZERO;
-    };
-    let seconds: f64 = String::from_utf8_lossy(&info)
-        .lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            matches!(name, "used_cpu_user" | "used_cpu_sys")
-                .then(|| value.trim().parse::<f64>().ok())?
-        })
-        .sum();
-    Duration::from_secs_f64(seconds.max(0.0))
-}
-
-/// Deletes every key under the store's prefix, a `SCAN` batch per `DEL`.
-async fn delete_prefix(store: &RedisStore) -> Result<usize, Error> {
-    let pattern = format!("{}:*", store.key_prefix());
-    let mut cursor = b"0".to_vec();
-    let mut deleted = 0;
-    for _ in 0..1_000_000 {
-        let reply = store
-            .raw_command(&[
-                b"SCAN",
-                &cursor,
-                b"MATCH",
-                pattern.as_bytes(),
-                b"COUNT",
-                b"1000",
-            ])
-            .await?;
-        let RawReply::Array(parts) = reply else {
-            break;
-        };
-        let [RawReply::Data(next), RawReply::Array(keys)] = &parts[..] else {
-            break;
-        };
-        let mut command: Vec<&[u8]> = vec![b"DEL"];
-        command.extend(keys.iter().filter_map(|key| match key {
-            RawReply::Data(key) => Some(key.as_slice()),
-            _ => None,
-        }));
-        if command.len() > 1 {
-            deleted += command.len() - 1;
-            store.raw_command(&command).await?;
-        }
-        if next.as_slice() == b"0" {
-            break;
-        }
-        cursor = next.clone();
-    }
-    Ok(deleted)
 }

@@ -23,6 +23,9 @@
 //! local ones); without them the bench prints one line and exits. Tables and key prefixes are
 //! unique to the run; the tables are dropped and the keys deleted at the end.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,31 +47,8 @@ const FILL_CALLERS: u64 = 16;
 const POOL_SIZE: u32 = 16;
 const SCOPE: &str = "bench";
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
-
 const NAMES: [&str; 3] = ["tiered", "redis", "postgres"];
 const TIERED: usize = 0;
-
-/// A name unique to this run (process id, clock, counter), for tables and key prefixes.
-fn unique_name(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn url(service: &str, default: &str) -> String {
-    std::env::var(format!("IDEMPOTENT_{service}_URL")).unwrap_or_else(|_| default.to_owned())
-}
 
 /// A failed check (a panic would skip the clean-up).
 fn failed(reason: String) -> Error {
@@ -209,12 +189,12 @@ fn main() {
 }
 
 async fn run() -> Result<(), Error> {
-    let postgres_url = url("POSTGRES", DEFAULT_POSTGRES_URL);
-    let redis_url = url("REDIS", DEFAULT_REDIS_URL);
-    let pg_table = unique_name("idem_bench_tiered_pg");
-    let tiered_table = unique_name("idem_bench_tiered_durable");
-    let redis_prefix = unique_name("idem-bench-tiered-redis");
-    let cache_prefix = unique_name("idem-bench-tiered-cache");
+    let postgres_url = support::postgres_url();
+    let redis_url = support::redis_url();
+    let pg_table = support::unique_name("idem_bench_tiered_pg");
+    let tiered_table = support::unique_name("idem_bench_tiered_durable");
+    let redis_prefix = support::unique_name("idem-bench-tiered-redis");
+    let cache_prefix = support::unique_name("idem-bench-tiered-cache");
 
     let postgres = match PostgresStore::builder()
         .table(&pg_table)
@@ -267,7 +247,7 @@ async fn run() -> Result<(), Error> {
         }
     }
     for prefix in [&redis_prefix, &cache_prefix] {
-        match delete_prefix(&redis, prefix).await {
+        match support::redis_data::delete_prefix(&redis, prefix).await {
             Ok(deleted) => println!("tiered_throughput: deleted {deleted} keys under {prefix}"),
             Err(error) => {
                 eprintln!("tiered_throughput: deleting keys under {prefix} failed: {error}")
@@ -330,14 +310,16 @@ async fn measure(
         for round in 0..ROUNDS {
             for turn in 0..NAMES.len() {
                 let which = (round + turn) % NAMES.len();
-                let client_before = process_cpu();
-                let redis_before = redis_server_cpu(redis).await;
+                let client_before = support::process_cpu();
+                let redis_before = support::redis_data::server_cpu(redis).await;
                 let (ops, elapsed) = bench.replays(which, callers, CELL_TIME).await?;
                 let cell = &mut cells[which];
                 cell.rounds[round] = ops as f64 / elapsed.as_secs_f64();
                 cell.ops += ops;
-                cell.client_cpu += process_cpu().saturating_sub(client_before);
-                cell.redis_cpu += redis_server_cpu(redis).await.saturating_sub(redis_before);
+                cell.client_cpu += support::process_cpu().saturating_sub(client_before);
+                cell.redis_cpu += support::redis_data::server_cpu(redis)
+                    .await
+                    .saturating_sub(redis_before);
             }
         }
         results.push((callers, cells));
@@ -406,74 +388,4 @@ async fn statements_for(store: &PostgresStore, table: &str) -> Option<i64> {
     .fetch_one(store.pool())
     .await
     .ok()
-}
-
-/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`, in ns);
-/// zero where that is not available.
-fn process_cpu() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
-/// The Redis server's CPU time so far (`used_cpu_user` + `used_cpu_sys`; other clients of
-/// the server count too).
-async fn redis_server_cpu(store: &RedisStore) -> Duration {
-    let Ok(RawReply::Data(info)) = store.raw_command(&[b"INFO", b"cpu"]).await else {
-        return Duration::ZERO;
-    };
-    let seconds: f64 = String::from_utf8_lossy(&info)
-        .lines()
-        .filter_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            matches!(name, "used_cpu_user" | "used_cpu_sys")
-                .then(|| value.trim().parse::<f64>().ok())?
-        })
-        .sum();
-    Duration::from_secs_f64(seconds.max(0.0))
-}
-
-/// Deletes every key under `prefix`, a `SCAN` batch per `DEL`.
-async fn delete_prefix(store: &RedisStore, prefix: &str) -> Result<usize, Error> {
-    let pattern = format!("{prefix}:*");
-    let mut cursor = b"0".to_vec();
-    let mut deleted = 0;
-    for _ in 0..1_000_000 {
-        let reply = store
-            .raw_command(&[
-                b"SCAN",
-                &cursor,
-                b"MATCH",
-                pattern.as_bytes(),
-                b"COUNT",
-                b"1000",
-            ])
-            .await?;
-        let RawReply::Array(parts) = reply else {
-            break;
-        };
-        let [RawReply::Data(next), RawReply::Array(keys)] = &parts[..] else {
-            break;
-        };
-        let mut command: Vec<&[u8]> = vec![b"DEL"];
-        command.extend(keys.iter().filter_map(|key| match key {
-            RawReply::Data(key) => Some(key.as_slice()),
-            _ => None,
-        }));
-        if command.len() > 1 {
-            deleted += command.len() - 1;
-            store.raw_command(&command).await?;
-        }
-        if next.as_slice() == b"0" {
-            break;
-        }
-        cursor = next.clone();
-    }
-    Ok(deleted)
 }

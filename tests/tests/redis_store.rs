@@ -52,42 +52,6 @@ async fn raw(store: &RedisStore, args: &[&[u8]]) -> RawReply {
     }
 }
 
-/// Deletes every key under the store's prefix (`SCAN` + `DEL`), bounded in steps.
-async fn delete_prefix(store: &RedisStore) -> Result<usize, Error> {
-    let pattern = format!("{}:*", store.key_prefix());
-    let mut cursor = b"0".to_vec();
-    let mut deleted = 0;
-    for _ in 0..100_000 {
-        let reply = store
-            .raw_command(&[
-                b"SCAN",
-                &cursor,
-                b"MATCH",
-                pattern.as_bytes(),
-                b"COUNT",
-                b"1000",
-            ])
-            .await?;
-        let RawReply::Array(parts) = reply else {
-            panic!("unexpected SCAN reply {reply:?}");
-        };
-        let [RawReply::Data(next), RawReply::Array(keys)] = &parts[..] else {
-            panic!("unexpected SCAN reply {parts:?}");
-        };
-        for key in keys {
-            if let RawReply::Data(key) = key {
-                store.raw_command(&[b"DEL", key]).await?;
-                deleted += 1;
-            }
-        }
-        if next.as_slice() == b"0" {
-            break;
-        }
-        cursor = next.clone();
-    }
-    Ok(deleted)
-}
-
 /// Deletes the prefix's keys from a `Drop`: on a thread of its own with its own runtime and
 /// connection, so it works whatever runtime (if any) the value is dropped on. Never panics.
 fn delete_prefix_blocking(prefix: String) {
@@ -104,7 +68,7 @@ fn delete_prefix_blocking(prefix: String) {
                 .connect(&support::redis_url())
                 .await
             {
-                let _ = delete_prefix(&store).await;
+                let _ = support::redis_data::delete_prefix(&store, store.key_prefix()).await;
             }
         });
     });
@@ -1064,7 +1028,7 @@ async fn fresh_call_is_two_round_trips_and_replay_is_one() {
                 "round trips: fresh call {fresh_cost:?}, replay {replay_cost:?} (totals include \
                  the commands the scripts run inside Redis; attempt {attempt})"
             );
-            let _ = delete_prefix(&store).await;
+            let _ = support::redis_data::delete_prefix(&store, store.key_prefix()).await;
             return;
         }
         noisy.push((fresh_cost, replay_cost));
@@ -1073,7 +1037,7 @@ async fn fresh_call_is_two_round_trips_and_replay_is_one() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = delete_prefix(&store).await;
+    let _ = support::redis_data::delete_prefix(&store, store.key_prefix()).await;
     panic!(
         "no measurement showed exactly 2 script calls for a fresh call and 1 for a replay; \
          other traffic on the server? (fresh, replay) per attempt: {noisy:?}"

@@ -550,22 +550,7 @@ impl IdempotencyStore for PostgresStore {
     }
 
     fn release_in_background(&self, lease: Lease) {
-        // Without a runtime there is nothing to run the release on; the claim then expires
-        // with its lease.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let store = self.clone();
-            runtime.spawn(async move {
-                match store.release(&lease).await {
-                    Ok(()) | Err(Error::LeaseLost) => {}
-                    Err(error) => tracing::warn!(
-                        scope = lease.scope(),
-                        key = lease.key(),
-                        %error,
-                        "could not release the claim; it expires with its lease"
-                    ),
-                }
-            });
-        }
+        crate::store::spawn_release(self.clone(), lease);
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

@@ -585,21 +585,7 @@ impl IdempotencyStore for RedisStore {
     /// Spawns the release on the current tokio runtime (sharing this store's connection); with
     /// no runtime it does nothing and the claim expires with its lease.
     fn release_in_background(&self, lease: Lease) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let store = self.clone();
-        runtime.spawn(async move {
-            match store.release(&lease).await {
-                Ok(()) | Err(Error::LeaseLost) => {}
-                Err(error) => tracing::warn!(
-                    scope = lease.scope(),
-                    key = lease.key(),
-                    %error,
-                    "could not release the claim; it expires with its lease"
-                ),
-            }
-        });
+        crate::store::spawn_release(self.clone(), lease);
     }
 
     /// Redis deletes records by itself (`PEXPIREAT`, at the end of the ttl plus the

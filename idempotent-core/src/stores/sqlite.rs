@@ -511,13 +511,6 @@ impl SqliteStore {
             Ok(())
         }
     }
-
-    async fn release_now(&self, lease: &Lease) -> Result<(), Error> {
-        let statement = query(&self.inner.sql.release);
-        self.compare_and_set(lease, |_| statement).await?;
-        self.changed(lease.scope(), lease.key()).notify_waiters();
-        Ok(())
-    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -556,7 +549,10 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        self.release_now(lease).await
+        let statement = query(&self.inner.sql.release);
+        self.compare_and_set(lease, |_| statement).await?;
+        self.changed(lease.scope(), lease.key()).notify_waiters();
+        Ok(())
     }
 
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
@@ -566,23 +562,7 @@ impl IdempotencyStore for SqliteStore {
     }
 
     fn release_in_background(&self, lease: Lease) {
-        // Without a runtime there is nothing to run the release on; the claim then expires
-        // with its lease.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let store = self.clone();
-        runtime.spawn(async move {
-            match store.release_now(&lease).await {
-                Ok(()) | Err(Error::LeaseLost) => {}
-                Err(error) => tracing::warn!(
-                    scope = lease.scope(),
-                    key = lease.key(),
-                    %error,
-                    "could not release the claim; it expires with its lease"
-                ),
-            }
-        });
+        crate::store::spawn_release(self.clone(), lease);
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

@@ -9,6 +9,8 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis_data;
 pub mod redis_server;
 
 use std::time::Duration;
@@ -128,6 +130,20 @@ pub fn unavailable<T>(
 pub fn skip(reason: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "skipping: {reason}");
+}
+
+/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`, in ns);
+/// zero where that is not available. For benchmarks that report CPU per operation.
+pub fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// A name unique to this test run, for table names and key prefixes, so runs can repeat and
