@@ -356,8 +356,11 @@ impl<'a> Call<'a> {
         let lease = match acquire(store, &request, &options).await {
             Ok(Acquired::Lease(lease)) => lease,
             Ok(Acquired::Replay(payload)) => {
+                // Reported only once the record decodes: an unreadable one is an error, not a
+                // replay.
+                let stored = C::decode(scope, &payload)?;
                 report(Disposition::Replayed);
-                return match C::decode(scope, &payload)? {
+                return match stored {
                     Ok(value) => Ok(Outcome {
                         value,
                         disposition: Disposition::Replayed,
@@ -445,8 +448,11 @@ async fn acquire(
                 });
             }
             Claim::InFlight { retry_after } => {
+                if options.on_in_flight == OnInFlight::Reject {
+                    return Err(Error::InFlight { retry_after });
+                }
                 let waited = started.get_or_insert_with(Instant::now).elapsed();
-                if options.on_in_flight == OnInFlight::Reject || waited >= budget {
+                if waited >= budget {
                     return Err(Error::InFlight { retry_after });
                 }
                 let pause = backoff

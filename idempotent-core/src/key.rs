@@ -525,9 +525,7 @@ impl Fingerprint {
 
     /// The digest as 64 lowercase hex characters.
     pub fn to_hex(&self) -> String {
-        let mut hex = [0u8; 64];
-        hex_into(&self.0, &mut hex);
-        hex.iter().map(|&b| char::from(b)).collect()
+        IdempotencyKey::from_digest(&self.0).as_str().to_owned()
     }
 }
 

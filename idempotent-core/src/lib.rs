@@ -452,7 +452,7 @@ pub mod __private {
     {
         let call = crate::Call::new(store, namespace, key.as_str())
             .fingerprint(fingerprint)
-            .options(options.cache_errors(true));
+            .options(*options);
         R::from_result(
             call.run_caching_errors(async move { body.await.into_result() })
                 .await

@@ -200,7 +200,7 @@ pub trait IdempotencyStore: Send + Sync {
     /// [`complete`](Self::complete).
     async fn release(&self, lease: &Lease) -> Result<(), Error>;
 
-    /// Renews the lease to `lease` from now (heartbeat). Compare-and-set like
+    /// Renews the lease to `lease_for` from now (heartbeat). Compare-and-set like
     /// [`complete`](Self::complete).
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error>;
 

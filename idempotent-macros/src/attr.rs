@@ -228,8 +228,9 @@ pub(crate) struct Config {
     pub(crate) krate: syn::Path,
     pub(crate) key: Vec<KeyPart>,
     pub(crate) fingerprinted: Vec<Param>,
-    pub(crate) ttl_ms: u64,
-    pub(crate) lease_ms: u64,
+    /// `None`: the runtime's default (`CallOptions::new()`), which the macro does not repeat.
+    pub(crate) ttl_ms: Option<u64>,
+    pub(crate) lease_ms: Option<u64>,
     pub(crate) store: Option<Expr>,
     pub(crate) namespace: Option<LitStr>,
     pub(crate) on_in_flight: InFlight,
@@ -381,14 +382,14 @@ impl Config {
             .filter_map(|part| key_root(&part.expr).ok())
             .collect();
 
-        let ttl_ms = match &args.ttl {
-            Some(literal) => parse_duration_option(literal, "ttl", "24h", &mut errors),
-            None => 24 * 60 * 60 * 1000,
-        };
-        let lease_ms = match &args.lease {
-            Some(literal) => parse_duration_option(literal, "lease", "30s", &mut errors),
-            None => 30 * 1000,
-        };
+        let ttl_ms = args
+            .ttl
+            .as_ref()
+            .map(|literal| parse_duration_option(literal, "ttl", "24h", &mut errors));
+        let lease_ms = args
+            .lease
+            .as_ref()
+            .map(|literal| parse_duration_option(literal, "lease", "30s", &mut errors));
 
         let mut skipped: Vec<String> = Vec::new();
         if let Some(literal) = &args.skip {

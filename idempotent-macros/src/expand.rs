@@ -168,14 +168,19 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         #ret_path::#runner::<#return_type, _>(#args).await
     };
 
+    // Only the durations the attribute sets; the others keep `CallOptions`' defaults.
+    let ttl = ttl_ms.map(|ms| quote!(.ttl(#here::Duration::from_millis(#ms))));
+    let lease = lease_ms.map(|ms| quote!(.lease(#here::Duration::from_millis(#ms))));
+
     quote! {
         #(#attrs)*
         #vis #sig {
             const __IDEM_OPTIONS: #here::CallOptions = #here::CallOptions::new()
-                .ttl(#here::Duration::from_millis(#ttl_ms))
-                .lease(#here::Duration::from_millis(#lease_ms))
+                #ttl
+                #lease
                 .on_in_flight(#in_flight)
-                .on_store_error(#on_store_error);
+                .on_store_error(#on_store_error)
+                .cache_errors(#cache_errors);
             #output_check
             let __idem_key = {
                 let mut __idem_key_builder = #here::IdempotencyKey::builder(#namespace);

@@ -307,13 +307,8 @@ impl MemoryStore {
             Some(entry) => {
                 reuses_tombstone = matches!(entry.state, EntryState::Released);
                 match &mut entry.state {
-                    // Past its ttl, or released: as good as absent, but the epoch keeps counting.
+                    // Past its ttl: as good as absent, but the epoch keeps counting.
                     _ if entry.expires_at <= now => {
-                        let epoch = entry.epoch + 1;
-                        *entry = in_progress(epoch);
-                        acquired(epoch)
-                    }
-                    EntryState::Released => {
                         let epoch = entry.epoch + 1;
                         *entry = in_progress(epoch);
                         acquired(epoch)
@@ -338,8 +333,9 @@ impl MemoryStore {
                             }
                         }
                     }
-                    // The owner stopped heartbeating: take over with a higher epoch.
-                    EntryState::InProgress { .. } => {
+                    // Released, or the owner stopped heartbeating: take over with a higher
+                    // epoch.
+                    EntryState::Released | EntryState::InProgress { .. } => {
                         let epoch = entry.epoch + 1;
                         *entry = in_progress(epoch);
                         acquired(epoch)

@@ -33,7 +33,8 @@
 //! releasing leaves them in place (as a record of the last claim) rather than spend a command
 //! on deleting them.
 //!
-//! Every write also sets `PEXPIREAT` to `expires_at` plus the retention
+//! Every write except a release (which keeps the record's expiry) also sets `PEXPIREAT` to
+//! `expires_at` plus the retention
 //! ([`RedisStoreBuilder::expired_retention`], default 60 s), so Redis deletes records by itself.
 //! During the retention a record is logically expired (a claim treats it like a released one)
 //! but still remembers its epoch, so the next claim continues at `epoch + 1` instead of starting

@@ -7,8 +7,9 @@
 //!   never decides whether a body runs, so losing Redis, flushing it, or reading a stale or
 //!   corrupt entry from it can cost speed but never a second execution.
 //! - **Redis holds only completed records**, which cannot change until their ttl ends. An entry
-//!   is written with a Redis expiry equal to the time the PostgreSQL record has left, so it
-//!   never outlives the record it copies.
+//!   is written with a Redis expiry equal to the time the PostgreSQL record had left when it
+//!   was read, so it outlives the record by at most the time between that read and the `SET`
+//!   (a round trip or two).
 //! - **Back-fill on a miss**: a claim that misses the cache and finds a completed record in
 //!   PostgreSQL copies it to Redis (best effort) for the next replay.
 //! - **Redis failures are absorbed**: a cache read or write that fails or times out (100 ms by
@@ -234,12 +235,13 @@ impl TieredStore {
             }
         };
         let entry = entry?;
-        match parse_entry(&entry) {
-            Some((fingerprint, _, _)) if fingerprint != request.fingerprint => {
+        match parse_entry(&entry).map(|(fingerprint, epoch, _)| (fingerprint, epoch)) {
+            Some((fingerprint, _)) if fingerprint != request.fingerprint => {
                 Some(Claim::PayloadMismatch)
             }
-            Some((_, epoch, payload)) => Some(Claim::Completed(Record {
-                payload: Bytes::copy_from_slice(payload),
+            // The payload is the tail of the entry: hand it on without copying it.
+            Some((_, epoch)) => Some(Claim::Completed(Record {
+                payload: Bytes::from(entry).slice(HEADER_LEN..),
                 epoch,
             })),
             None => {
