@@ -126,4 +126,5 @@ async fn a_correct_store_passes_the_same_checks() {
     suite.rejects_stale_owner_after_takeover().await;
     suite.takes_over_after_lease_expiry().await;
     suite.exclusive_claim_under_contention().await;
+    suite.collapses_concurrent_duplicate_calls().await;
 }

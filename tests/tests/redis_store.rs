@@ -433,18 +433,18 @@ async fn same_owner_retry_renews_the_lease_with_the_same_epoch() {
     let store = &shared.store;
     let owner = OwnerId::new();
     let short = ClaimRequest {
-        lease: Duration::from_millis(300),
+        lease: Duration::from_millis(1500),
         ..request("retry", "k", owner)
     };
     let first = acquire(store, &short).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let again = acquire(store, &short).await;
     assert_eq!(first, again);
     // The renewed lease runs from the retry, so it is still live after the first would have
     // ended.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     match store.claim(&request("retry", "k", OwnerId::new())).await {
-        Ok(Claim::InFlight { retry_after }) => assert!(retry_after <= Duration::from_millis(300)),
+        Ok(Claim::InFlight { retry_after }) => assert!(retry_after <= Duration::from_millis(1500)),
         other => panic!("expected the renewed claim in flight, got {other:?}"),
     }
 }

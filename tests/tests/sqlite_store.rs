@@ -202,7 +202,7 @@ async fn completed_record_survives_reopening_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_lease() {
     let db = TempDb::new("durable-in-progress");
-    let lease_for = Duration::from_millis(600);
+    let lease_for = Duration::from_millis(3000);
     let crashed = OwnerId::new();
 
     let store = SqliteStore::open(db.path()).await.unwrap();
