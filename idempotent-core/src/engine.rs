@@ -567,15 +567,8 @@ fn encode_payload(tag: u8, value: &impl Serialize) -> Result<Bytes, Error> {
     Ok(buffer.into_inner().freeze())
 }
 
-fn decode_error(scope: &str, reason: impl Into<crate::error::BoxError>) -> Error {
-    Error::Decode {
-        scope: scope.to_owned(),
-        source: reason.into(),
-    }
-}
-
 fn decode_json<V: DeserializeOwned>(scope: &str, json: &[u8]) -> Result<V, Error> {
-    serde_json::from_slice(json).map_err(|source| decode_error(scope, source))
+    serde_json::from_slice(json).map_err(|source| Error::decode(scope, source))
 }
 
 impl<T: Serialize + DeserializeOwned, E> Codec<T, E> for OkOnly {
@@ -589,15 +582,15 @@ impl<T: Serialize + DeserializeOwned, E> Codec<T, E> for OkOnly {
     fn decode(scope: &str, payload: &[u8]) -> Result<Result<T, E>, Error> {
         match payload.split_first() {
             Some((&PAYLOAD_OK_V1, json)) => decode_json(scope, json).map(Ok),
-            Some((&PAYLOAD_ERR_V1, _)) => Err(decode_error(
+            Some((&PAYLOAD_ERR_V1, _)) => Err(Error::decode(
                 scope,
                 "the record holds a cached error, but this call does not cache errors",
             )),
-            Some((tag, _)) => Err(decode_error(
+            Some((tag, _)) => Err(Error::decode(
                 scope,
                 format!("unknown payload format {tag:#04x}"),
             )),
-            None => Err(decode_error(scope, "empty payload")),
+            None => Err(Error::decode(scope, "empty payload")),
         }
     }
 }

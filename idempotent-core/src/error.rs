@@ -72,6 +72,14 @@ impl Error {
         }
     }
 
+    /// A stored record in `scope` that cannot be read, and why.
+    pub fn decode(scope: &str, reason: impl Into<BoxError>) -> Self {
+        Error::Decode {
+            scope: scope.to_owned(),
+            source: reason.into(),
+        }
+    }
+
     /// Whether retrying the same call later may succeed (in flight, lease lost, store outage).
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -618,7 +618,7 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
             } else {
                 let payload: Option<Vec<u8>> = column(scope, row, 4)?;
                 let payload = payload
-                    .ok_or_else(|| decode_error(scope, "a completed record has no payload"))?;
+                    .ok_or_else(|| Error::decode(scope, "a completed record has no payload"))?;
                 Claim::Completed(Record {
                     payload: Bytes::from(payload),
                     epoch: stored_epoch(scope, epoch)?,
@@ -631,7 +631,7 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
             } else {
                 let left: Option<PgInterval> = column(scope, row, 5)?;
                 let left = left.ok_or_else(|| {
-                    decode_error(scope, "an in-progress record has no lease deadline")
+                    Error::decode(scope, "an in-progress record has no lease deadline")
                 })?;
                 // A difference of two timestamps has no months; days count 24 hours.
                 let micros = i64::from(left.days)
@@ -643,7 +643,7 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
             }
         }
         other => {
-            return Err(decode_error(
+            return Err(Error::decode(
                 scope,
                 format!("unknown record state {other:?}"),
             ));
@@ -657,13 +657,13 @@ where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     row.try_get(index)
-        .map_err(|error| decode_error(scope, error))
+        .map_err(|error| Error::decode(scope, error))
 }
 
 fn stored_epoch(scope: &str, epoch: Option<i64>) -> Result<u64, Error> {
     epoch
         .and_then(|epoch| u64::try_from(epoch).ok())
-        .ok_or_else(|| decode_error(scope, format!("invalid epoch {epoch:?}")))
+        .ok_or_else(|| Error::decode(scope, format!("invalid epoch {epoch:?}")))
 }
 
 /// An owner id as stored: its 128 bits, big-endian.
@@ -674,13 +674,6 @@ fn owner_bytes(owner: OwnerId) -> [u8; 16] {
 /// The lease's epoch as stored; `None` for one no row can hold (so its lease is lost).
 fn lease_epoch(lease: &Lease) -> Option<i64> {
     i64::try_from(lease.epoch()).ok()
-}
-
-fn decode_error(scope: &str, reason: impl Into<crate::error::BoxError>) -> Error {
-    Error::Decode {
-        scope: scope.to_owned(),
-        source: reason.into(),
-    }
 }
 
 fn store_error(error: sqlx::Error) -> Error {

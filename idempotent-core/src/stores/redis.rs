@@ -98,7 +98,7 @@ use redis::{Script, ScriptInvocation, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
+use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, Record};
 
 const BACKEND: &str = "redis";
 const DEFAULT_KEY_PREFIX: &str = "idem";
@@ -523,7 +523,7 @@ impl RedisStore {
 impl IdempotencyStore for RedisStore {
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
         let record_key = self.record_key(request.scope, request.key);
-        let owner = owner_hex(request.owner);
+        let owner = request.owner.to_string();
         let mut invocation = SCRIPTS.claim.prepare_invoke();
         invocation
             .key(&record_key)
@@ -553,7 +553,7 @@ impl IdempotencyStore for RedisStore {
         let mut invocation = SCRIPTS.complete.prepare_invoke();
         invocation
             .key(&record_key)
-            .arg(owner_hex(lease.owner()))
+            .arg(lease.owner().to_string())
             .arg(lease.epoch())
             .arg(payload.as_ref())
             .arg(millis(ttl))
@@ -566,7 +566,7 @@ impl IdempotencyStore for RedisStore {
         let mut invocation = SCRIPTS.release.prepare_invoke();
         invocation
             .key(&record_key)
-            .arg(owner_hex(lease.owner()))
+            .arg(lease.owner().to_string())
             .arg(lease.epoch());
         self.compare_and_set(lease, &record_key, &invocation).await
     }
@@ -576,7 +576,7 @@ impl IdempotencyStore for RedisStore {
         let mut invocation = SCRIPTS.extend.prepare_invoke();
         invocation
             .key(&record_key)
-            .arg(owner_hex(lease.owner()))
+            .arg(lease.owner().to_string())
             .arg(lease.epoch())
             .arg(millis(lease_for))
             .arg(self.inner.retention_ms);
@@ -661,10 +661,10 @@ fn unexpected(reply: &Reply) -> Error {
 }
 
 fn corrupt(scope: &str, record_key: &str, reason: &str) -> Error {
-    Error::Decode {
-        scope: scope.to_owned(),
-        source: format!("redis record `{record_key}` is unreadable: {reason}").into(),
-    }
+    Error::decode(
+        scope,
+        format!("redis record `{record_key}` is unreadable: {reason}"),
+    )
 }
 
 fn store_error(error: impl Into<crate::error::BoxError>) -> Error {
@@ -688,10 +688,6 @@ fn millis(duration: Duration) -> u64 {
         whole + 1
     };
     u64::try_from(rounded).map_or(FAR_FUTURE_MS, |ms| ms.min(FAR_FUTURE_MS))
-}
-
-fn owner_hex(owner: OwnerId) -> String {
-    format!("{:032x}", owner.as_u128())
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -112,7 +112,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, Sqlite};
 use tokio::sync::Notify;
 
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::key::Fingerprint;
 use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
 
@@ -776,13 +776,6 @@ fn store_error(error: sqlx::Error) -> Error {
     Error::store(BACKEND, error)
 }
 
-fn decode_error(scope: &str, reason: impl Into<BoxError>) -> Error {
-    Error::Decode {
-        scope: scope.to_owned(),
-        source: reason.into(),
-    }
-}
-
 /// Now, in Unix milliseconds (see "Clock" in the module docs).
 fn now_ms() -> Result<i64, Error> {
     let since_epoch = SystemTime::now()
@@ -846,18 +839,18 @@ fn decode_row(row: &SqliteRow, scope: &str) -> Result<StoredRecord, Error> {
     ) -> Result<T, Error> {
         match row.try_get::<Option<T>, _>(index) {
             Ok(Some(value)) => Ok(value),
-            Ok(None) => Err(decode_error(scope, format!("column `{name}` is NULL"))),
-            Err(source) => Err(decode_error(scope, format!("column `{name}`: {source}"))),
+            Ok(None) => Err(Error::decode(scope, format!("column `{name}` is NULL"))),
+            Err(source) => Err(Error::decode(scope, format!("column `{name}`: {source}"))),
         }
     }
 
     let state: String = column(row, COL_STATE, "state", scope)?;
     let epoch: i64 = column(row, COL_EPOCH, "epoch", scope)?;
     let epoch = u64::try_from(epoch)
-        .map_err(|_| decode_error(scope, format!("column `epoch`: negative ({epoch})")))?;
+        .map_err(|_| Error::decode(scope, format!("column `epoch`: negative ({epoch})")))?;
     let fingerprint: Vec<u8> = column(row, COL_FINGERPRINT, "fingerprint", scope)?;
     let fingerprint = <[u8; 32]>::try_from(fingerprint.as_slice()).map_err(|_| {
-        decode_error(
+        Error::decode(
             scope,
             format!(
                 "column `fingerprint`: {} bytes, expected 32",
@@ -870,7 +863,7 @@ fn decode_row(row: &SqliteRow, scope: &str) -> Result<StoredRecord, Error> {
         STATE_IN_PROGRESS => {
             let owner: Vec<u8> = column(row, COL_OWNER, "owner", scope)?;
             let owner = <[u8; 16]>::try_from(owner.as_slice()).map_err(|_| {
-                decode_error(
+                Error::decode(
                     scope,
                     format!("column `owner`: {} bytes, expected 16", owner.len()),
                 )
@@ -885,7 +878,7 @@ fn decode_row(row: &SqliteRow, scope: &str) -> Result<StoredRecord, Error> {
         },
         STATE_RELEASED => StoredState::Released,
         other => {
-            return Err(decode_error(
+            return Err(Error::decode(
                 scope,
                 format!("column `state`: unknown state {other:?}"),
             ));
@@ -932,7 +925,7 @@ fn decide(
         .epoch
         .checked_add(1)
         .map(|epoch| Decision::Acquire { epoch })
-        .ok_or_else(|| decode_error(request.scope, "column `epoch`: at its maximum"));
+        .ok_or_else(|| Error::decode(request.scope, "column `epoch`: at its maximum"));
     // Past its ttl, or released: as good as absent, but the epoch keeps counting.
     if record.expires_at_ms <= now {
         return next_epoch;
