@@ -25,6 +25,23 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 const PAYLOAD_OK_V1: u8 = 0x01;
 const PAYLOAD_ERR_V1: u8 = 0x02;
 
+/// The shortest lease a call accepts: 1 second.
+///
+/// While a body runs, the heartbeat renews its claim every `lease / 3`, and each renewal must
+/// reach the store before the lease runs out, through scheduling delays and a store round
+/// trip on a loaded machine. Leases of a few milliseconds lose their claim mid-body, and a
+/// duplicate then runs the body a second time; a second leaves two thirds of it, over 600 ms,
+/// for a renewal to land. Shorter leases are refused ([`Error::LeaseTooShort`]), never
+/// silently lengthened. `#[idempotent(lease = "...")]` checks the same minimum at compile time.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// How often a failed `complete` is attempted again before the call gives up, and the pause
+/// before each new attempt. A completion that fails for a moment (a dropped connection, a
+/// failover) would otherwise leave the body's effect unrecorded, and a retry would run the
+/// body again after the lease. Stores make a repeated `complete` of one lease harmless.
+const COMPLETE_RETRY_PAUSES: [Duration; 2] =
+    [Duration::from_millis(20), Duration::from_millis(100)];
+
 /// What a call does when another call holds the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -98,7 +115,8 @@ impl CallOptions {
     }
 
     /// How long a claim holds without a heartbeat. While the body runs, the claim is extended
-    /// every `lease / 3`; if the process dies, another caller takes over after `lease`.
+    /// every `lease / 3`; if the process dies, another caller takes over after `lease`. At
+    /// least [`MIN_LEASE`]; a call with a shorter one fails with [`Error::LeaseTooShort`].
     pub const fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -138,6 +156,18 @@ impl CallOptions {
     /// The configured lease.
     pub const fn lease_duration(&self) -> Duration {
         self.lease
+    }
+
+    /// Checks the options a call cannot run with: a lease shorter than [`MIN_LEASE`] fails with
+    /// [`Error::LeaseTooShort`]. [`Call::run`] checks this before it claims anything.
+    pub const fn validate(&self) -> Result<(), Error> {
+        if self.lease.as_nanos() < MIN_LEASE.as_nanos() {
+            return Err(Error::LeaseTooShort {
+                lease: self.lease,
+                minimum: MIN_LEASE,
+            });
+        }
+        Ok(())
     }
 
     fn wait_budget(&self) -> Duration {
@@ -344,6 +374,7 @@ impl<'a> Call<'a> {
             fingerprint,
             options,
         } = self;
+        options.validate()?;
         let request = ClaimRequest {
             scope,
             key,
@@ -382,7 +413,8 @@ impl<'a> Call<'a> {
             Err(error) => return Err(error.into()),
         };
 
-        // From here until the result is recorded, a cancelled or panicking body releases the key.
+        // From here until the result is encoded, a cancelled or panicking body (or a panic in
+        // the result's `Serialize`) releases the key.
         let mut guard = ReleaseOnDrop {
             store,
             lease: &lease,
@@ -395,12 +427,17 @@ impl<'a> Call<'a> {
             CURRENT_EPOCH.scope(lease.epoch(), body),
         )
         .await;
-        guard.armed = false;
         report(Disposition::Executed);
+        let encoded =
+            C::encode(&result).map(|encoded| encoded.and_then(|payload| C::verify(payload)));
+        // Encoded: what happens to the claim is decided below. A call dropped while its result
+        // is being recorded leaves the claim to the completion on the wire, or to its lease.
+        guard.armed = false;
 
-        match C::encode(&result).map(|encoded| encoded.and_then(|payload| C::verify(payload))) {
+        match encoded {
             Some(Ok(payload)) => {
-                if let Err(error) = store.complete(&lease, payload, options.ttl).await {
+                if let Err(error) = complete_with_retries(store, &lease, payload, options.ttl).await
+                {
                     tracing::warn!(scope, key, epoch = lease.epoch(), %error, "body ran but its result was not recorded");
                     let fail_open = options.on_store_error == OnStoreError::FailOpen
                         && matches!(error, Error::Store { .. });
@@ -422,6 +459,29 @@ impl<'a> Call<'a> {
     }
 }
 
+/// Records the result, trying again after a store failure (see [`COMPLETE_RETRY_PAUSES`]).
+/// A `LeaseLost` or any other answer from the store is final.
+async fn complete_with_retries(
+    store: &dyn IdempotencyStore,
+    lease: &Lease,
+    payload: Bytes,
+    ttl: Duration,
+) -> Result<(), Error> {
+    let mut pauses = COMPLETE_RETRY_PAUSES.iter();
+    loop {
+        match store.complete(lease, payload.clone(), ttl).await {
+            Err(error @ Error::Store { .. }) => {
+                let Some(pause) = pauses.next() else {
+                    return Err(error);
+                };
+                tracing::debug!(scope = lease.scope(), key = lease.key(), %error, "recording the result failed; trying again");
+                tokio::time::sleep(*pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 enum Acquired {
     Lease(Lease),
     Replay(Bytes),
@@ -439,7 +499,7 @@ async fn acquire(
     let budget = options.wait_budget();
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match store.claim(request).await? {
+        match claim_once(store, request).await? {
             Claim::Acquired(lease) => return Ok(Acquired::Lease(lease)),
             Claim::Completed(record) => return Ok(Acquired::Replay(record.payload)),
             Claim::PayloadMismatch => {
@@ -467,6 +527,36 @@ async fn acquire(
     }
 }
 
+/// One claim, given up in the background if the call is dropped before its answer arrives:
+/// the store may have granted it, and nobody else could release it.
+async fn claim_once(
+    store: &dyn IdempotencyStore,
+    request: &ClaimRequest<'_>,
+) -> Result<Claim, Error> {
+    let mut on_the_wire = AbandonOnDrop {
+        store,
+        request,
+        armed: true,
+    };
+    let claim = store.claim(request).await;
+    on_the_wire.armed = false;
+    claim
+}
+
+struct AbandonOnDrop<'a, 'r> {
+    store: &'a dyn IdempotencyStore,
+    request: &'a ClaimRequest<'r>,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.abandon_claim_in_background(self.request);
+        }
+    }
+}
+
 /// Polls `body` and, alongside it, a heartbeat that extends the lease every `lease / 3`.
 async fn with_heartbeat<F: Future>(
     store: &dyn IdempotencyStore,
@@ -474,7 +564,8 @@ async fn with_heartbeat<F: Future>(
     lease_for: Duration,
     body: F,
 ) -> F::Output {
-    let period = (lease_for / 3).max(Duration::from_millis(1));
+    // At least `MIN_LEASE / 3`: `Call` refuses shorter leases before it claims.
+    let period = lease_for / 3;
     let heartbeat = async {
         let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -559,6 +650,9 @@ struct OkOnly;
 struct OkAndErr;
 
 fn encode_payload(tag: u8, value: &impl Serialize) -> Result<Bytes, Error> {
+    crate::lossless::check(value).map_err(|source| Error::Encode {
+        source: source.into(),
+    })?;
     let mut buffer = BytesMut::with_capacity(64).writer();
     buffer.get_mut().put_u8(tag);
     serde_json::to_writer(&mut buffer, value).map_err(|source| Error::Encode {

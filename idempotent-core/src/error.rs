@@ -48,6 +48,15 @@ pub enum Error {
         /// The serializer's error.
         source: BoxError,
     },
+    /// The call's lease is shorter than [`MIN_LEASE`](crate::MIN_LEASE): the heartbeat could
+    /// not keep the claim alive on a loaded machine, and a duplicate would take over while the
+    /// body still runs. Nothing was claimed.
+    LeaseTooShort {
+        /// The lease the call asked for.
+        lease: Duration,
+        /// The shortest lease a call accepts.
+        minimum: Duration,
+    },
     /// The caller passed input the store cannot hold (for example an over-long key).
     InvalidInput {
         /// What is wrong with it.
@@ -116,6 +125,10 @@ impl fmt::Display for Error {
             Error::Encode { .. } => {
                 f.write_str("result cannot be encoded for the idempotency store")
             }
+            Error::LeaseTooShort { lease, minimum } => write!(
+                f,
+                "a lease of {lease:?} is too short for the heartbeat to hold; use at least {minimum:?}"
+            ),
             Error::InvalidInput { reason } => write!(f, "invalid idempotency input: {reason}"),
             Error::Store { backend, .. } => write!(f, "idempotency store `{backend}` failed"),
         }

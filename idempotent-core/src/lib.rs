@@ -58,6 +58,7 @@
 mod engine;
 mod error;
 pub mod key;
+mod lossless;
 pub mod store;
 pub mod stores;
 #[cfg(feature = "testing")]
@@ -66,7 +67,8 @@ pub mod testing;
 use std::sync::{Arc, OnceLock, RwLock};
 
 pub use crate::engine::{
-    Call, CallOptions, Disposition, OnInFlight, OnStoreError, Outcome, current_epoch, observe,
+    Call, CallOptions, Disposition, MIN_LEASE, OnInFlight, OnStoreError, Outcome, current_epoch,
+    observe,
 };
 pub use crate::error::{BoxError, Error};
 pub use crate::key::{KeyPart, KeyWriter, generate_idempotency_key};
@@ -100,7 +102,9 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// The value is stored as JSON (`serde_json`), so it must survive a JSON round trip: a value
 /// that does not decode back (a NaN float) fails with [`Error::Encode`] and releases the key
-/// rather than storing a record no replay could read, and `Some(None)` replays as `None`.
+/// rather than storing a record no replay could read. JSON also writes `None`, `()` and
+/// NaN alike as `null`, so a `Some` holding one of those (`Some(())`, `Some(None)`,
+/// `Some(f64::NAN)`) fails with [`Error::Encode`] too: it would replay as `None`.
 ///
 /// # Options
 ///

@@ -68,23 +68,7 @@ impl Conformance {
 
     /// Runs every check, one after the other.
     pub async fn run_all(&self) {
-        self.exclusive_claim_under_contention().await;
-        self.replays_completed_record().await;
-        self.rejects_payload_mismatch().await;
-        self.reports_in_flight_with_retry_after().await;
-        self.takes_over_after_lease_expiry().await;
-        self.rejects_stale_owner_after_takeover().await;
-        self.same_owner_claim_retry_keeps_epoch().await;
-        self.heartbeat_extends_lease().await;
-        self.release_lets_next_claim_acquire().await;
-        self.release_in_background_frees_key().await;
-        self.completed_record_expires_after_ttl().await;
-        self.complete_after_lease_expiry_without_takeover().await;
-        self.purges_expired_records().await;
-        self.round_trips_large_payloads().await;
-        self.handles_unusual_keys_and_scopes().await;
-        self.undecodable_record_is_an_error().await;
-        self.collapses_concurrent_duplicate_calls().await;
+        crate::__conformance_checks!(__conformance_run_all(self));
     }
 
     fn scope(&self, check: &str) -> String {
@@ -160,19 +144,25 @@ impl Conformance {
         assert_eq!(in_flight.load(Ordering::SeqCst), CLAIMERS - 1);
     }
 
-    /// A completed record is returned, payload and epoch, to the next claim.
+    /// A completed record is returned, payload, epoch and time left, to the next claim.
     pub async fn replays_completed_record(&self) {
         let scope = self.scope("replay");
         let lease = self
             .acquire(&self.request(&scope, "k", OwnerId::new()))
             .await;
-        assert_eq!(lease.epoch(), 1, "a new record starts at epoch 1");
+        assert!(lease.epoch() > 0, "an epoch is never 0");
         self.complete(&lease, b"first result", LONG).await;
         for _ in 0..2 {
             match self.claim(&self.request(&scope, "k", OwnerId::new())).await {
                 Claim::Completed(record) => {
                     assert_eq!(&record.payload[..], b"first result");
-                    assert_eq!(record.epoch, 1);
+                    assert_eq!(record.epoch, lease.epoch());
+                    if let Some(left) = record.expires_in {
+                        assert!(
+                            left <= LONG && left > LONG - Duration::from_secs(30),
+                            "a record completed for {LONG:?} has {left:?} left"
+                        );
+                    }
                 }
                 other => panic!("a completed key must replay, got {other:?}"),
             }
@@ -431,6 +421,118 @@ impl Conformance {
         }
     }
 
+    /// Epochs of one key never repeat: across release, expiry and a purge that deleted the
+    /// record (nothing is left to count from, so the store's clock must carry them).
+    pub async fn epochs_never_repeat_after_purge(&self) {
+        let scope = self.scope("epochs");
+        let mut seen = Vec::new();
+        let first = self
+            .acquire(&self.request(&scope, "k", OwnerId::new()))
+            .await;
+        seen.push(first.epoch());
+        if let Err(error) = self.store.release(&first).await {
+            panic!("release by the owner failed: {error} ({error:?})");
+        }
+        let second = self
+            .acquire(&self.request(&scope, "k", OwnerId::new()))
+            .await;
+        seen.push(second.epoch());
+        self.complete(&second, b"short-lived", self.short_lease)
+            .await;
+        tokio::time::sleep(self.short_lease * 2).await;
+        if let Err(error) = self.store.purge_expired().await {
+            panic!("purge failed: {error} ({error:?})");
+        }
+        let third = self
+            .acquire(&self.request(&scope, "k", OwnerId::new()))
+            .await;
+        seen.push(third.epoch());
+        assert!(
+            seen.windows(2).all(|pair| pair[0] < pair[1]),
+            "epochs must grow across release, expiry and purge: {seen:?}"
+        );
+    }
+
+    /// Completing again with the lease that completed the record (a retry whose first answer
+    /// was lost) succeeds and keeps the first result.
+    pub async fn repeated_complete_of_one_lease_is_harmless(&self) {
+        let scope = self.scope("complete-twice");
+        let lease = self
+            .acquire(&self.request(&scope, "k", OwnerId::new()))
+            .await;
+        self.complete(&lease, b"first", LONG).await;
+        let again = self
+            .store
+            .complete(&lease, Bytes::from_static(b"second"), LONG)
+            .await;
+        assert!(
+            again.is_ok(),
+            "a repeated complete of the same lease must succeed: {again:?}"
+        );
+        match self.claim(&self.request(&scope, "k", OwnerId::new())).await {
+            Claim::Completed(record) => assert_eq!(&record.payload[..], b"first"),
+            other => panic!("expected the first result, got {other:?}"),
+        }
+        // A lease of the same owner with another epoch completed nothing.
+        let other_epoch = Lease::new(lease.scope(), lease.key(), lease.owner(), lease.epoch() + 1);
+        let stale = self
+            .store
+            .complete(&other_epoch, Bytes::from_static(b"other"), LONG)
+            .await;
+        assert!(
+            matches!(stale, Err(Error::LeaseLost)),
+            "another epoch's complete: {stale:?}"
+        );
+    }
+
+    /// `abandon_claim_in_background` gives up a claim whose answer was lost, so the next
+    /// caller does not wait a whole lease for a claim nobody holds.
+    pub async fn abandoned_claim_frees_key(&self) {
+        let scope = self.scope("abandon");
+        let request = self.request(&scope, "k", OwnerId::new());
+        // The store granted the claim, but the caller never saw the answer.
+        self.acquire(&request).await;
+        self.store.abandon_claim_in_background(&request);
+        // Abandoning a claim that was never granted leaves the key claimable too.
+        let never_sent = self.request(&scope, "never-sent", OwnerId::new());
+        self.store.abandon_claim_in_background(&never_sent);
+        for key in ["k", "never-sent"] {
+            let mut freed = false;
+            for _ in 0..100 {
+                if let Claim::Acquired(_) =
+                    self.claim(&self.request(&scope, key, OwnerId::new())).await
+                {
+                    freed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(
+                freed,
+                "abandon_claim_in_background did not free `{key}` within 2 s"
+            );
+        }
+    }
+
+    /// A new claim's record lives at least one lease, whatever its ttl: purging never removes
+    /// a claim whose lease still holds.
+    pub async fn record_lives_at_least_one_lease(&self) {
+        let scope = self.scope("ttl-below-lease");
+        let request = ClaimRequest {
+            ttl: Duration::from_millis(1),
+            ..self.request(&scope, "k", OwnerId::new())
+        };
+        self.acquire(&request).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(error) = self.store.purge_expired().await {
+            panic!("purge failed: {error} ({error:?})");
+        }
+        match self.claim(&self.request(&scope, "k", OwnerId::new())).await {
+            Claim::InFlight { .. } => {}
+            other => panic!("a claim must outlive a ttl shorter than its lease, got {other:?}"),
+        }
+    }
+
     /// A 1 MiB payload is stored and replayed unchanged.
     pub async fn round_trips_large_payloads(&self) {
         let scope = self.scope("large");
@@ -590,36 +692,62 @@ macro_rules! store_conformance_tests {
             use super::*;
 
             async fn suite() -> ::core::option::Option<$crate::testing::Conformance> {
-                let store: ::core::option::Option<
-                    ::std::sync::Arc<dyn $crate::IdempotencyStore>,
-                > = $make.await;
+                let store: ::core::option::Option<::std::sync::Arc<dyn $crate::IdempotencyStore>> =
+                    $make.await;
                 store.map(|store| {
                     $crate::testing::Conformance::new(store, ::core::stringify!($name))
                 })
             }
 
-            $crate::store_conformance_tests!(@checks
-                exclusive_claim_under_contention,
-                replays_completed_record,
-                rejects_payload_mismatch,
-                reports_in_flight_with_retry_after,
-                takes_over_after_lease_expiry,
-                rejects_stale_owner_after_takeover,
-                same_owner_claim_retry_keeps_epoch,
-                heartbeat_extends_lease,
-                release_lets_next_claim_acquire,
-                release_in_background_frees_key,
-                completed_record_expires_after_ttl,
-                complete_after_lease_expiry_without_takeover,
-                purges_expired_records,
-                round_trips_large_payloads,
-                handles_unusual_keys_and_scopes,
-                undecodable_record_is_an_error,
-                collapses_concurrent_duplicate_calls
-            );
+            $crate::__conformance_checks! { __conformance_test_fns() }
         }
     };
-    (@checks $($check:ident),*) => {
+}
+
+/// The one list of conformance checks, in the order [`Conformance::run_all`] runs them. Calls
+/// `$crate::<callback>!(<args>; <check>, <check>, ...)`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_checks {
+    ($callback:ident($($args:tt)*)) => {
+        $crate::$callback! { $($args)*;
+            exclusive_claim_under_contention,
+            replays_completed_record,
+            rejects_payload_mismatch,
+            reports_in_flight_with_retry_after,
+            takes_over_after_lease_expiry,
+            rejects_stale_owner_after_takeover,
+            same_owner_claim_retry_keeps_epoch,
+            heartbeat_extends_lease,
+            release_lets_next_claim_acquire,
+            release_in_background_frees_key,
+            completed_record_expires_after_ttl,
+            complete_after_lease_expiry_without_takeover,
+            purges_expired_records,
+            epochs_never_repeat_after_purge,
+            repeated_complete_of_one_lease_is_harmless,
+            abandoned_claim_frees_key,
+            record_lives_at_least_one_lease,
+            round_trips_large_payloads,
+            handles_unusual_keys_and_scopes,
+            undecodable_record_is_an_error,
+            collapses_concurrent_duplicate_calls
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_run_all {
+    ($suite:expr; $($check:ident),*) => {
+        $( $suite.$check().await; )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test_fns {
+    (; $($check:ident),*) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {

@@ -1,7 +1,8 @@
 //! The conformance suite must catch broken stores: each check below runs against a store with
 //! one deliberate bug and must fail.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,11 +22,21 @@ enum Bug {
     EpochStuck,
     /// Lets a second claimer in while the first holds the key (check-then-act).
     NotExclusive,
+    /// Counts epochs per record from 1, so they start over once a purge deleted the record.
+    EpochsForgottenByPurge,
+    /// Answers `LeaseLost` to a repeated complete of the lease that completed the record.
+    CompleteOnlyOnce,
+    /// Does nothing when asked to abandon a claim, leaving it held for its whole lease.
+    AbandonIgnored,
 }
 
 struct BrokenStore {
     inner: MemoryStore,
     bug: Bug,
+    /// `EpochsForgottenByPurge`: the epoch each key counts from, cleared by a purge.
+    counters: Mutex<HashMap<(String, String), u64>>,
+    /// `CompleteOnlyOnce`: the epochs completed so far.
+    completed: Mutex<HashSet<u64>>,
 }
 
 #[async_trait]
@@ -43,11 +54,29 @@ impl IdempotencyStore for BrokenStore {
             (Bug::NotExclusive, Claim::InFlight { .. }) => {
                 Claim::Acquired(Lease::new(request.scope, request.key, request.owner, 1))
             }
+            (Bug::EpochsForgottenByPurge, Claim::Acquired(lease)) => {
+                let mut counters = self.counters.lock().unwrap();
+                let counter = counters
+                    .entry((lease.scope().to_owned(), lease.key().to_owned()))
+                    .or_insert(0);
+                *counter += 1;
+                Claim::Acquired(Lease::new(
+                    lease.scope(),
+                    lease.key(),
+                    lease.owner(),
+                    *counter,
+                ))
+            }
             (_, claim) => claim,
         })
     }
 
     async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
+        if let Bug::CompleteOnlyOnce = self.bug
+            && !self.completed.lock().unwrap().insert(lease.epoch())
+        {
+            return Err(Error::LeaseLost);
+        }
         self.unfenced(self.inner.complete(lease, payload, ttl).await)
     }
 
@@ -63,7 +92,14 @@ impl IdempotencyStore for BrokenStore {
         self.inner.release_in_background(lease);
     }
 
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        if !matches!(self.bug, Bug::AbandonIgnored) {
+            self.inner.abandon_claim_in_background(request);
+        }
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
+        self.counters.lock().unwrap().clear();
         self.inner.purge_expired().await
     }
 }
@@ -81,6 +117,8 @@ fn suite(bug: Bug) -> Conformance {
     let store = BrokenStore {
         inner: MemoryStore::new(),
         bug,
+        counters: Mutex::default(),
+        completed: Mutex::default(),
     };
     Conformance::new(Arc::new(store), "self-test")
 }
@@ -120,6 +158,24 @@ async fn exclusivity_checks_catch_a_non_exclusive_claim() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoch_check_catches_epochs_that_restart_after_a_purge() {
+    let suite = suite(Bug::EpochsForgottenByPurge);
+    assert!(fails(async move { suite.epochs_never_repeat_after_purge().await }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_complete_check_catches_a_complete_that_is_not_idempotent() {
+    let suite = suite(Bug::CompleteOnlyOnce);
+    assert!(fails(async move { suite.repeated_complete_of_one_lease_is_harmless().await }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_check_catches_a_store_that_ignores_abandoned_claims() {
+    let suite = suite(Bug::AbandonIgnored);
+    assert!(fails(async move { suite.abandoned_claim_frees_key().await }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correct_store_passes_the_same_checks() {
     let suite = Conformance::new(Arc::new(MemoryStore::new()), "self-test-control");
     suite.rejects_payload_mismatch().await;
@@ -127,4 +183,7 @@ async fn a_correct_store_passes_the_same_checks() {
     suite.takes_over_after_lease_expiry().await;
     suite.exclusive_claim_under_contention().await;
     suite.collapses_concurrent_duplicate_calls().await;
+    suite.epochs_never_repeat_after_purge().await;
+    suite.repeated_complete_of_one_lease_is_harmless().await;
+    suite.abandoned_claim_frees_key().await;
 }

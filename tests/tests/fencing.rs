@@ -61,7 +61,7 @@ async fn assert_still_in_flight(store: &MemoryStore) {
 async fn takeover_after_lease_expiry_has_a_higher_epoch() {
     let store = MemoryStore::new();
     let (stale, current) = taken_over(&store).await;
-    assert_eq!(stale.epoch(), 1, "a new record starts at epoch 1");
+    assert!(stale.epoch() > 0, "an epoch is never 0");
     assert!(current.epoch() > stale.epoch());
     assert_ne!(current.owner(), stale.owner());
 }
@@ -185,7 +185,12 @@ async fn current_epoch_inside_the_body_is_the_lease_epoch() {
     let store = MemoryStore::new();
     let runs = AtomicUsize::new(0);
     assert_eq!(current_epoch(), None, "no epoch outside a body");
-    assert_eq!(epoch_of_body(&store, &runs, 1).await.unwrap(), Some(1));
+    let before = idempotent_core::store::system_clock_micros();
+    let epoch = epoch_of_body(&store, &runs, 1).await.unwrap();
+    assert!(
+        epoch.is_some_and(|epoch| epoch >= before),
+        "a new record's epoch is at least the clock in microseconds: {epoch:?}"
+    );
     assert_eq!(current_epoch(), None);
 }
 
@@ -250,6 +255,10 @@ impl IdempotencyStore for LostHeartbeats {
         self.0.release_in_background(lease);
     }
 
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        self.0.abandon_claim_in_background(request);
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.0.purge_expired().await
     }
@@ -259,14 +268,16 @@ impl IdempotencyStore for LostHeartbeats {
     }
 }
 
-#[idempotent(key = "id", store = store, skip = "runs", lease = "3s")]
+#[idempotent(key = "id", store = store, skip = "runs, epochs", lease = "3s")]
 async fn slow_body(
     store: &LostHeartbeats,
     runs: &AtomicUsize,
+    epochs: &std::sync::Mutex<Vec<Option<u64>>>,
     id: u64,
 ) -> Result<(usize, Option<u64>), Error> {
     let _ = id;
     let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    epochs.lock().unwrap().push(current_epoch());
     if run == 1 {
         // Outlives the lease; its heartbeats are lost, so the claim is taken over meanwhile.
         sleep(Duration::from_secs(10)).await;
@@ -278,21 +289,28 @@ async fn slow_body(
 async fn body_whose_lease_was_taken_over_gets_lease_lost_and_the_new_result_is_kept() {
     let store = LostHeartbeats(MemoryStore::new());
     let runs = AtomicUsize::new(0);
+    let epochs = std::sync::Mutex::new(Vec::new());
 
-    let (stale, newer) = tokio::join!(slow_body(&store, &runs, 1), async {
+    let (stale, newer) = tokio::join!(slow_body(&store, &runs, &epochs, 1), async {
         // The stale owner's 3 s lease has run out.
         sleep(Duration::from_secs(4)).await;
-        slow_body(&store, &runs, 1).await
+        slow_body(&store, &runs, &epochs, 1).await
     });
 
     let (run, newer_epoch) = newer.unwrap();
     assert_eq!(run, 2);
-    assert_eq!(newer_epoch, Some(2), "the takeover runs under epoch 2");
+    let seen = epochs.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(newer_epoch, seen[1]);
+    assert!(
+        seen[1] > seen[0] && seen[0].is_some(),
+        "the takeover runs under a higher epoch: {seen:?}"
+    );
     assert!(matches!(stale, Err(Error::LeaseLost)), "{stale:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
     // The stale body's result was not recorded; the takeover's result is what replays.
-    let (replay, how) = observe(slow_body(&store, &runs, 1)).await;
-    assert_eq!(replay.unwrap(), (2, Some(2)));
+    let (replay, how) = observe(slow_body(&store, &runs, &epochs, 1)).await;
+    assert_eq!(replay.unwrap(), (2, newer_epoch));
     assert_eq!(how, Some(Disposition::Replayed));
 }

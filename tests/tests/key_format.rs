@@ -137,7 +137,7 @@ async fn stored_payload_is_a_version_byte_then_json() {
     match claim {
         Claim::Completed(record) => {
             assert_eq!(&record.payload[..], b"\x01{\"id\":\"r1\",\"amount\":5}");
-            assert_eq!(record.epoch, 1);
+            assert!(record.epoch > 0);
         }
         other => panic!("expected the completed record, got {other:?}"),
     }

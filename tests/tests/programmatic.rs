@@ -275,6 +275,8 @@ impl IdempotencyStore for DownStore {
 
     fn release_in_background(&self, _lease: Lease) {}
 
+    fn abandon_claim_in_background(&self, _request: &ClaimRequest<'_>) {}
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         Err(down())
     }

@@ -4,7 +4,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::key::Fingerprint;
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
+use crate::store::{
+    Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record, next_epoch, system_clock_micros,
+};
 
 const DEFAULT_CAPACITY: usize = 1_000_000;
 const DEFAULT_SHARDS: usize = 64;
@@ -62,6 +64,9 @@ struct Inner {
     shard_hasher: RandomState,
     capacity: usize,
     len: AtomicUsize,
+    /// The highest clock reading an epoch was derived from: epochs keep growing even if the
+    /// system clock steps back while the store lives.
+    epoch_clock: AtomicU64,
 }
 
 struct Shard {
@@ -137,6 +142,7 @@ impl MemoryStoreBuilder {
                 shard_hasher: RandomState::new(),
                 capacity: self.capacity,
                 len: AtomicUsize::new(0),
+                epoch_clock: AtomicU64::new(0),
             }),
         }
     }
@@ -213,10 +219,12 @@ impl MemoryStore {
     }
 
     /// Compare-and-set on a lease: runs `update` on the entry if it is still this lease's
-    /// in-progress claim, else fails with `LeaseLost`.
+    /// in-progress claim, else fails with `LeaseLost`. With `done_if`, an entry for which it
+    /// holds counts as already updated: `Ok` without running `update` (a repeated `complete`).
     fn with_lease(
         &self,
         lease: &Lease,
+        done_if: Option<fn(&Entry, &Lease) -> bool>,
         update: impl FnOnce(&mut Entry, Instant),
     ) -> Result<(), Error> {
         let (digest, shard) = self.locate(lease.scope(), lease.key());
@@ -231,8 +239,13 @@ impl MemoryStore {
             let entry = state
                 .records
                 .get_mut(&lookup as &dyn KeyView)
-                .filter(|entry| entry.is_held_by(lease))
                 .ok_or(Error::LeaseLost)?;
+            if !entry.is_held_by(lease) {
+                return match done_if {
+                    Some(done) if done(entry, lease) => Ok(()),
+                    _ => Err(Error::LeaseLost),
+                };
+            }
             update(entry, now);
             let expires_at = entry.expires_at;
             let now_released = matches!(entry.state, EntryState::Released);
@@ -247,8 +260,18 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// The clock reading a new epoch is derived from (see [`next_epoch`]): the system clock in
+    /// microseconds, never below a reading this store already used.
+    fn epoch_clock(&self) -> u64 {
+        let now = system_clock_micros();
+        self.inner
+            .epoch_clock
+            .fetch_max(now, Ordering::Relaxed)
+            .max(now)
+    }
+
     fn release_now(&self, lease: &Lease) -> Result<(), Error> {
-        self.with_lease(lease, |entry, _| entry.state = EntryState::Released)
+        self.with_lease(lease, None, |entry, _| entry.state = EntryState::Released)
     }
 
     /// Removes expired records (and, when `reclaim_released`, released tombstones) from one
@@ -295,6 +318,14 @@ impl MemoryStore {
         };
         let acquired =
             |epoch| Claim::Acquired(Lease::new(request.scope, request.key, request.owner, epoch));
+        let epoch_after = |previous: u64| {
+            next_epoch(Some(previous), self.epoch_clock()).ok_or_else(|| {
+                Error::decode(
+                    request.scope,
+                    "the record's epoch is at its maximum; no later claim can be fenced",
+                )
+            })
+        };
 
         let mut state = Self::lock(shard);
         let lookup = Lookup {
@@ -309,7 +340,7 @@ impl MemoryStore {
                 match &mut entry.state {
                     // Past its ttl: as good as absent, but the epoch keeps counting.
                     _ if entry.expires_at <= now => {
-                        let epoch = entry.epoch + 1;
+                        let epoch = epoch_after(entry.epoch)?;
                         *entry = in_progress(epoch);
                         acquired(epoch)
                     }
@@ -336,7 +367,7 @@ impl MemoryStore {
                     // Released, or the owner stopped heartbeating: take over with a higher
                     // epoch.
                     EntryState::Released | EntryState::InProgress { .. } => {
-                        let epoch = entry.epoch + 1;
+                        let epoch = epoch_after(entry.epoch)?;
                         *entry = in_progress(epoch);
                         acquired(epoch)
                     }
@@ -347,6 +378,7 @@ impl MemoryStore {
                             Claim::Completed(Record {
                                 payload: payload.clone(),
                                 epoch: entry.epoch,
+                                expires_in: Some(entry.expires_at - now),
                             })
                         }
                     }
@@ -361,15 +393,18 @@ impl MemoryStore {
                         });
                     }
                 }
+                // A record that was purged or swept left no epoch behind: the clock keeps the
+                // new one above every epoch it had.
+                let epoch = next_epoch(None, self.epoch_clock()).unwrap_or(1);
                 state.records.insert(
                     RecordKey::new(digest, request.scope, request.key),
-                    in_progress(1),
+                    in_progress(epoch),
                 );
                 if state.records.len() >= state.sweep_threshold {
                     self.purge_shard(&mut state, now, false);
                     state.sweep_threshold = (state.records.len() * 2).max(MIN_SWEEP_THRESHOLD);
                 }
-                acquired(1)
+                acquired(epoch)
             }
         };
         if let Claim::Acquired(_) = claim {
@@ -382,14 +417,16 @@ impl MemoryStore {
         Ok(claim)
     }
 
-    /// Takes one slot of capacity for a new record, if there is one.
+    /// Takes one slot of capacity for a new record, if there is one. A compare-and-swap, so the
+    /// count never passes the capacity, not even for a moment (`len()` reads it).
     fn try_reserve_slot(&self) -> bool {
-        if self.inner.len.fetch_add(1, Ordering::Relaxed) < self.inner.capacity {
-            true
-        } else {
-            self.inner.len.fetch_sub(1, Ordering::Relaxed);
-            false
-        }
+        let capacity = self.inner.capacity;
+        self.inner
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |len| {
+                (len < capacity).then_some(len + 1)
+            })
+            .is_ok()
     }
 
     /// Removes expired records (and, when `reclaim_released`, released tombstones) from every
@@ -434,7 +471,11 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
-        self.with_lease(lease, |entry, now| {
+        // This lease's own completion, retried: the epoch names the claim that completed it.
+        let completed_by = |entry: &Entry, lease: &Lease| {
+            matches!(entry.state, EntryState::Completed { .. }) && entry.epoch == lease.epoch()
+        };
+        self.with_lease(lease, Some(completed_by), |entry, now| {
             entry.state = EntryState::Completed { payload };
             entry.expires_at = deadline(now, ttl);
         })
@@ -445,7 +486,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.with_lease(lease, |entry, now| {
+        self.with_lease(lease, None, |entry, now| {
             let until = deadline(now, lease_for);
             if let EntryState::InProgress { lease_until, .. } = &mut entry.state {
                 *lease_until = until;
@@ -457,6 +498,14 @@ impl IdempotencyStore for MemoryStore {
     fn release_in_background(&self, lease: Lease) {
         // Synchronous for this store: nothing to spawn. A lost lease has nothing to release.
         let _ = self.release_now(&lease);
+    }
+
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        // Synchronous for this store: claim again as the same owner (the lost claim's lease,
+        // if it was granted) and release what that returns.
+        if let Ok(Claim::Acquired(lease)) = self.claim_at(request, Instant::now()) {
+            let _ = self.release_now(&lease);
+        }
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

@@ -32,7 +32,7 @@
 //!     key         bytea       NOT NULL,  -- the key's UTF-8 bytes
 //!     state       text        NOT NULL,  -- 'in_progress' | 'completed' | 'released'
 //!     owner       bytea,                 -- the last claimant (OwnerId: 16 bytes, big-endian)
-//!     epoch       bigint      NOT NULL,  -- fencing token, 1 for a new record
+//!     epoch       bigint      NOT NULL,  -- fencing token: above the previous one, >= clock in µs
 //!     fingerprint bytea       NOT NULL,  -- the 32-byte request fingerprint
 //!     lease_until timestamptz,           -- in_progress only: the claim holds until then
 //!     expires_at  timestamptz NOT NULL,  -- past it, the row is as good as absent
@@ -61,23 +61,26 @@
 //!     FROM t AS c WHERE scope = $1 AND key = $2
 //! ), up AS (
 //!     INSERT INTO t AS r (...)
-//!     SELECT $1, $2, 'in_progress', $4, 1, $3, now + $5, now + $6, NULL
+//!     SELECT $1, $2, 'in_progress', $4, clock_us, $3, now + $5, now + $6, NULL
 //!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable)
 //!     ON CONFLICT (scope, key) DO UPDATE SET
-//!         epoch = CASE WHEN <r is $4's own live claim> THEN r.epoch ELSE r.epoch + 1 END,
+//!         epoch = CASE WHEN <r is $4's own live claim> THEN r.epoch
+//!                      ELSE GREATEST(r.epoch + 1, clock_us) END,
 //!         state = 'in_progress', owner = excluded.owner, ...
 //!     WHERE <takeable(r)>
 //!     RETURNING r.epoch
 //! )
 //! SELECT (SELECT epoch FROM up),         -- not NULL: acquired, with this epoch
 //!        cur.epoch, cur.state, ...,      -- otherwise: what the snapshot holds
-//!        cur.lease_until - now, cur.takeable
+//!        cur.lease_until - now, cur.takeable, cur.expires_at - now
 //! FROM (SELECT) AS one LEFT JOIN cur ON true
 //! ```
 //!
 //! where `takeable(x)` is: past its ttl, or released, or in progress and either claimed by
-//! `$4` (a retried claim) or with its lease expired; `now` is `statement_timestamp()`, `$5`
-//! and `$6` the lease and the ttl as intervals.
+//! `$4` (a retried claim) or with its lease expired; `now` is `statement_timestamp()`,
+//! `clock_us` the same instant in microseconds since the Unix epoch (so a new epoch stays
+//! above every earlier epoch of the key, even once its row was purged), `$5` and `$6` the
+//! lease and the ttl as intervals.
 //!
 //! Why it is shaped like this:
 //! - `INSERT ... ON CONFLICT DO UPDATE ... WHERE` decides atomically: the conflicting row is
@@ -200,7 +203,6 @@ struct Statements {
     release: Arc<str>,
     extend: Arc<str>,
     purge: Arc<str>,
-    completed_ttl: Arc<str>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -553,6 +555,10 @@ impl IdempotencyStore for PostgresStore {
         crate::store::spawn_release(self.clone(), lease);
     }
 
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        crate::store::spawn_abandon(self.clone(), request);
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         let mut removed = 0u64;
         loop {
@@ -567,25 +573,6 @@ impl IdempotencyStore for PostgresStore {
                 return Ok(removed);
             }
         }
-    }
-}
-
-impl PostgresStore {
-    /// How long the completed record of `(scope, key)` has left before it expires, on the
-    /// server's clock; `None` when there is no live completed record.
-    #[cfg(feature = "tiered")]
-    pub(crate) async fn completed_ttl(
-        &self,
-        scope: &str,
-        key: &str,
-    ) -> Result<Option<Duration>, Error> {
-        let remaining: Option<i64> = sqlx::query_scalar(sql(&self.inner.sql.completed_ttl))
-            .bind(scope.as_bytes())
-            .bind(key.as_bytes())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(remaining.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
     }
 }
 
@@ -619,9 +606,12 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
                 let payload: Option<Vec<u8>> = column(scope, row, 4)?;
                 let payload = payload
                     .ok_or_else(|| Error::decode(scope, "a completed record has no payload"))?;
+                let left: Option<PgInterval> = column(scope, row, 7)?;
+                let left = left.ok_or_else(|| Error::decode(scope, "a record has no expiry"))?;
                 Claim::Completed(Record {
                     payload: Bytes::from(payload),
                     epoch: stored_epoch(scope, epoch)?,
+                    expires_in: Some(interval_duration(&left)),
                 })
             }
         }
@@ -633,12 +623,8 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
                 let left = left.ok_or_else(|| {
                     Error::decode(scope, "an in-progress record has no lease deadline")
                 })?;
-                // A difference of two timestamps has no months; days count 24 hours.
-                let micros = i64::from(left.days)
-                    .saturating_mul(86_400_000_000)
-                    .saturating_add(left.microseconds);
                 Claim::InFlight {
-                    retry_after: Duration::from_micros(u64::try_from(micros).unwrap_or(1).max(1)),
+                    retry_after: interval_duration(&left).max(Duration::from_micros(1)),
                 }
             }
         }
@@ -650,6 +636,15 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
         }
     };
     Ok(Step::Decided(claim))
+}
+
+/// A difference of two timestamps as a duration (negative: zero). It has no months; days
+/// count 24 hours.
+fn interval_duration(interval: &PgInterval) -> Duration {
+    let micros = i64::from(interval.days)
+        .saturating_mul(86_400_000_000)
+        .saturating_add(interval.microseconds);
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
 fn column<'r, T>(scope: &str, row: &'r PgRow, index: usize) -> Result<T, Error>
@@ -805,6 +800,9 @@ impl Statements {
             "r.state = 'in_progress' AND r.owner = excluded.owner AND r.expires_at > {now}"
         );
         let cas = "scope = $1 AND key = $2 AND state = 'in_progress' AND owner = $3 AND epoch = $4";
+        // The server clock in microseconds since the Unix epoch: a new epoch is at least this,
+        // so a key's epochs never repeat once its row is purged.
+        let clock_micros = format!("CAST(FLOOR(EXTRACT(EPOCH FROM {now}) * 1000000) AS bigint)");
 
         let create_table = format!(
             "CREATE TABLE IF NOT EXISTS {t} (\n\
@@ -827,15 +825,16 @@ impl Statements {
         let claim = format!(
             "WITH cur AS (\
                  SELECT epoch, state, fingerprint = $3 AS same_fingerprint, payload, lease_until, \
-                     {cur_takeable} AS takeable \
+                     expires_at, {cur_takeable} AS takeable \
                  FROM {t} AS c WHERE scope = $1 AND key = $2\
              ), up AS (\
                  INSERT INTO {t} AS r \
                      (scope, key, state, owner, epoch, fingerprint, lease_until, expires_at, payload) \
-                 SELECT $1, $2, 'in_progress', $4, 1, $3, {now} + $5, {now} + $6, NULL \
+                 SELECT $1, $2, 'in_progress', $4, {clock_micros}, $3, {now} + $5, {now} + $6, NULL \
                  WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable) \
                  ON CONFLICT (scope, key) DO UPDATE SET \
-                     epoch = CASE WHEN {own_live} THEN r.epoch ELSE r.epoch + 1 END, \
+                     epoch = CASE WHEN {own_live} THEN r.epoch \
+                         ELSE GREATEST(r.epoch + 1, {clock_micros}) END, \
                      state = 'in_progress', owner = excluded.owner, \
                      fingerprint = excluded.fingerprint, lease_until = excluded.lease_until, \
                      expires_at = GREATEST(r.expires_at, excluded.expires_at), payload = NULL \
@@ -843,14 +842,19 @@ impl Statements {
                  RETURNING r.epoch\
              ) \
              SELECT (SELECT epoch FROM up), cur.epoch, cur.state, cur.same_fingerprint, cur.payload, \
-                 cur.lease_until - {now}, cur.takeable \
+                 cur.lease_until - {now}, cur.takeable, cur.expires_at - {now} \
              FROM (SELECT) AS one LEFT JOIN cur ON true",
             cur_takeable = takeable("c", "$4"),
             r_takeable = takeable("r", "excluded.owner"),
         );
+        // Also matches this lease's own completed row (a retried completion), which it leaves
+        // as it is.
         let complete = format!(
-            "UPDATE {t} SET state = 'completed', payload = $5, lease_until = NULL, \
-             expires_at = {now} + $6 WHERE {cas}"
+            "UPDATE {t} SET state = 'completed', lease_until = NULL, \
+                 payload = CASE WHEN state = 'completed' THEN payload ELSE $5 END, \
+                 expires_at = CASE WHEN state = 'completed' THEN expires_at ELSE {now} + $6 END \
+             WHERE scope = $1 AND key = $2 AND owner = $3 AND epoch = $4 \
+                 AND state IN ('in_progress', 'completed')"
         );
         let release = format!(
             "UPDATE {t} SET state = 'released', lease_until = NULL, payload = NULL WHERE {cas}"
@@ -866,14 +870,7 @@ impl Statements {
                  SELECT ctid FROM {t} WHERE expires_at <= {now} LIMIT $1 FOR UPDATE SKIP LOCKED\
              )) AND expires_at <= {now}"
         );
-        // How long a completed record has left, in whole milliseconds (the tiered store caches
-        // it in Redis for no longer than that).
-        let completed_ttl = format!(
-            "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM (expires_at - {now})) * 1000) AS bigint) \
-             FROM {t} WHERE scope = $1 AND key = $2 AND state = 'completed' AND expires_at > {now}"
-        );
         Statements {
-            completed_ttl: completed_ttl.into(),
             create_table: create_table.into(),
             create_index: create_index.into(),
             claim: claim.into(),
@@ -1085,6 +1082,10 @@ impl IdempotencyStore for InTransaction<'_> {
     fn release_in_background(&self, lease: Lease) {
         // A pending transaction is dropped with this value, which rolls it back.
         self.store.release_in_background(lease);
+    }
+
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        self.store.abandon_claim_in_background(request);
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

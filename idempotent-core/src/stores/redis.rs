@@ -22,7 +22,7 @@
 //! |---|---|---|
 //! | `v` | always | `1`, the format version |
 //! | `state` | always | `in_progress`, `completed` or `released` |
-//! | `epoch` | always | the fencing token, a decimal integer (`1` for a new record) |
+//! | `epoch` | always | the fencing token, a decimal integer: above the previous epoch and at least the server clock in microseconds |
 //! | `fingerprint` | always | the request fingerprint, 64 lowercase hex characters |
 //! | `expires_at` | always | when the record's ttl ends: Unix milliseconds on the server clock |
 //! | `owner` | always | the [`OwnerId`] of the latest claim, 32 lowercase hex characters |
@@ -37,9 +37,10 @@
 //! `expires_at` plus the retention
 //! ([`RedisStoreBuilder::expired_retention`], default 60 s), so Redis deletes records by itself.
 //! During the retention a record is logically expired (a claim treats it like a released one)
-//! but still remembers its epoch, so the next claim continues at `epoch + 1` instead of starting
-//! again at 1, as the [`IdempotencyStore::claim`] contract asks of an expired record. A released
-//! record is a tombstone for the same reason: it keeps its epoch and its expiry.
+//! but still remembers its epoch; a released record is a tombstone that keeps its epoch and its
+//! expiry. A new epoch is above the previous one and at least the server's clock in
+//! microseconds (`TIME`), so it stays above every earlier epoch of the key even once Redis has
+//! deleted the record.
 //!
 //! A hash that is not a record (a key of another type, a missing field, an unknown version or
 //! state, a malformed number) is reported as [`Error::Decode`], never treated as absent.
@@ -116,11 +117,12 @@ const RECONNECT_RETRIES: usize = 3;
 // The scripts are written for the server's time per call (every `redis.call` costs about as
 // much as a small command): no helper closures, and the checks that need string scans
 // (hex fields) run only when a cheaper comparison has not settled the question already.
-// Numbers are written with `%.0f`, exact for integers below 2^53 (Lua numbers are doubles).
+// Numbers are written with `%.0f`, exact for integers below 2^53 (Lua numbers are doubles);
+// epochs (microseconds) and deadlines (milliseconds) stay below it for centuries.
 
 /// KEYS[1] record; ARGV owner, fingerprint, lease ms, record ttl ms, retention ms.
-/// Replies `{'acquired', epoch}`, `{'completed', epoch, payload}`, `{'in_flight', ms left}`,
-/// `{'mismatch'}` or `{'corrupt', reason}`.
+/// Replies `{'acquired', epoch}`, `{'completed', epoch, payload, ms left}`,
+/// `{'in_flight', ms left}`, `{'mismatch'}` or `{'corrupt', reason}`.
 const CLAIM_LUA: &str = r#"
 local key, owner, fp = KEYS[1], ARGV[1], ARGV[2]
 local record = redis.pcall('HMGET', key, 'v', 'state', 'owner', 'epoch', 'fingerprint',
@@ -128,6 +130,8 @@ local record = redis.pcall('HMGET', key, 'v', 'state', 'owner', 'epoch', 'finger
 if record.err then return {'corrupt', record.err} end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Microseconds since the Unix epoch: below 2^53 until the year 2255, exact in a Lua number.
+local now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
 local epoch = 0
 local version, state, holder, stored_fp, payload =
@@ -163,7 +167,7 @@ else
   if expires_at > now and state ~= 'released' then
     if state == 'completed' then
       if stored_fp ~= fp then return {'mismatch'} end
-      return {'completed', epoch, payload}
+      return {'completed', epoch, payload, expires_at - now}
     end
     if holder == owner then
       -- The same owner's claim, retried: same epoch, lease renewed.
@@ -183,7 +187,10 @@ else
   if payload then redis.call('HDEL', key, 'payload') end
 end
 
-epoch = epoch + 1
+-- Above the previous epoch and at least the clock, so a key's epochs never repeat, not even
+-- after Redis dropped the record (expiry, eviction, a flush).
+epoch = math.max(epoch + 1, now_us)
+if epoch >= 9007199254740992 then return {'corrupt', 'epoch at its maximum'} end
 local expires_at = now + tonumber(ARGV[4])
 redis.call('HSET', key, 'v', '1', 'state', 'in_progress', 'owner', owner,
   'epoch', string.format('%.0f', epoch), 'fingerprint', fp,
@@ -193,15 +200,16 @@ redis.call('PEXPIREAT', key, string.format('%.0f', expires_at + tonumber(ARGV[5]
 return {'acquired', epoch}
 "#;
 
-/// KEYS[1] record; ARGV owner, epoch, payload, ttl ms, retention ms.
+/// KEYS[1] record; ARGV owner, epoch, payload, ttl ms, retention ms. A record this lease
+/// already completed (a retried completion) is left as it is.
 /// Replies `{'ok'}`, `{'lost'}` or `{'corrupt', reason}`.
 const COMPLETE_LUA: &str = r#"
 local key = KEYS[1]
 local record = redis.pcall('HMGET', key, 'state', 'owner', 'epoch')
 if record.err then return {'corrupt', record.err} end
-if record[1] ~= 'in_progress' or record[2] ~= ARGV[1] or record[3] ~= ARGV[2] then
-  return {'lost'}
-end
+if record[2] ~= ARGV[1] or record[3] ~= ARGV[2] then return {'lost'} end
+if record[1] == 'completed' then return {'ok'} end
+if record[1] ~= 'in_progress' then return {'lost'} end
 local time = redis.call('TIME')
 local expires_at = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
   + tonumber(ARGV[4])
@@ -540,7 +548,15 @@ impl IdempotencyStore for RedisStore {
                 request.owner,
                 epoch,
             ))),
-            Reply::Completed { epoch, payload } => Ok(Claim::Completed(Record { payload, epoch })),
+            Reply::Completed {
+                epoch,
+                payload,
+                expires_in,
+            } => Ok(Claim::Completed(Record {
+                payload,
+                epoch,
+                expires_in: Some(expires_in),
+            })),
             Reply::InFlight(retry_after) => Ok(Claim::InFlight { retry_after }),
             Reply::Mismatch => Ok(Claim::PayloadMismatch),
             Reply::Corrupt(reason) => Err(corrupt(request.scope, &record_key, &reason)),
@@ -589,6 +605,13 @@ impl IdempotencyStore for RedisStore {
         crate::store::spawn_release(self.clone(), lease);
     }
 
+    /// Gives up a claim whose answer never arrived, on the current tokio runtime (see
+    /// [`spawn_abandon`](crate::store::spawn_abandon)). The connection is one multiplexed
+    /// stream, so the second claim reaches Redis after the lost one.
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        crate::store::spawn_abandon(self.clone(), request);
+    }
+
     /// Redis deletes records by itself (`PEXPIREAT`, at the end of the ttl plus the
     /// [retention](RedisStoreBuilder::expired_retention)), so calling this is never required.
     /// It deletes, now, the records of this store's prefix whose ttl has passed but whose
@@ -604,7 +627,11 @@ impl IdempotencyStore for RedisStore {
 #[derive(Debug)]
 enum Reply {
     Acquired(u64),
-    Completed { epoch: u64, payload: Bytes },
+    Completed {
+        epoch: u64,
+        payload: Bytes,
+        expires_in: Duration,
+    },
     InFlight(Duration),
     Mismatch,
     Ok,
@@ -618,32 +645,40 @@ impl Reply {
             return Err(store_error(format!("unexpected script reply {reply:?}")));
         };
         let mut items = items.into_iter();
-        let (Some(Value::BulkString(tag)), first, second, None) =
-            (items.next(), items.next(), items.next(), items.next())
-        else {
+        let (Some(Value::BulkString(tag)), first, second, third, None) = (
+            items.next(),
+            items.next(),
+            items.next(),
+            items.next(),
+            items.next(),
+        ) else {
             return Err(store_error("unexpected script reply shape"));
         };
-        let reply = match (tag.as_slice(), first, second) {
-            (b"acquired", Some(Value::Int(epoch)), None) => Reply::Acquired(epoch_of(epoch)?),
-            (b"completed", Some(Value::Int(epoch)), Some(Value::BulkString(payload))) => {
-                Reply::Completed {
-                    epoch: epoch_of(epoch)?,
-                    payload: Bytes::from(payload),
-                }
-            }
-            (b"in_flight", Some(Value::Int(left)), None) => {
+        let reply = match (tag.as_slice(), first, second, third) {
+            (b"acquired", Some(Value::Int(epoch)), None, None) => Reply::Acquired(epoch_of(epoch)?),
+            (
+                b"completed",
+                Some(Value::Int(epoch)),
+                Some(Value::BulkString(payload)),
+                Some(Value::Int(left)),
+            ) => Reply::Completed {
+                epoch: epoch_of(epoch)?,
+                payload: Bytes::from(payload),
+                expires_in: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
+            },
+            (b"in_flight", Some(Value::Int(left)), None, None) => {
                 Reply::InFlight(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
             }
-            (b"mismatch", None, None) => Reply::Mismatch,
-            (b"ok", None, None) => Reply::Ok,
-            (b"lost", None, None) => Reply::Lost,
-            (b"corrupt", Some(Value::BulkString(reason)), None) => {
+            (b"mismatch", None, None, None) => Reply::Mismatch,
+            (b"ok", None, None, None) => Reply::Ok,
+            (b"lost", None, None, None) => Reply::Lost,
+            (b"corrupt", Some(Value::BulkString(reason)), None, None) => {
                 Reply::Corrupt(String::from_utf8_lossy(&reason).into_owned())
             }
-            (b"corrupt", Some(Value::SimpleString(reason)), None) => Reply::Corrupt(reason),
-            (tag, first, second) => {
+            (b"corrupt", Some(Value::SimpleString(reason)), None, None) => Reply::Corrupt(reason),
+            (tag, first, second, third) => {
                 return Err(store_error(format!(
-                    "unexpected script reply {:?} {first:?} {second:?}",
+                    "unexpected script reply {:?} {first:?} {second:?} {third:?}",
                     String::from_utf8_lossy(tag)
                 )));
             }

@@ -114,7 +114,9 @@ use tokio::sync::Notify;
 
 use crate::error::Error;
 use crate::key::Fingerprint;
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
+use crate::store::{
+    Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record, next_epoch, system_clock_micros,
+};
 
 const BACKEND: &str = "sqlite";
 const DEFAULT_TABLE: &str = "idempotency_records";
@@ -407,18 +409,23 @@ impl SqliteStore {
             return Ok(Snapshot::Absent);
         };
         let record = decode_row(&row, request.scope)?;
-        Ok(match decide(Some(record), request, now_ms()?)? {
-            Decision::Answer(claim) => Snapshot::Decided(claim),
-            Decision::Acquire { .. } | Decision::Renew { .. } => Snapshot::MustWrite,
-        })
+        Ok(
+            match decide(Some(record), request, now_ms()?, system_clock_micros())? {
+                Decision::Answer(claim) => Snapshot::Decided(claim),
+                Decision::Acquire { .. } | Decision::Renew { .. } => Snapshot::MustWrite,
+            },
+        )
     }
 
-    /// Inserts a new record at epoch 1 if the key has none: one statement, atomic on the
-    /// primary key. Returns whether it inserted.
-    async fn insert_new(&self, request: &ClaimRequest<'_>) -> Result<bool, Error> {
+    /// Inserts a new record if the key has none: one statement, atomic on the primary key.
+    /// Returns the new record's epoch if it inserted.
+    async fn insert_new(&self, request: &ClaimRequest<'_>) -> Result<Option<u64>, Error> {
         let mut writer = self.inner.writer.acquire().await.map_err(store_error)?;
         // Deadlines count from when the writer is ours, not from when we queued for it.
         let now = now_ms()?;
+        // No row: an earlier record of this key, if any, was purged; the clock keeps the new
+        // epoch above its epochs.
+        let epoch = next_epoch(None, system_clock_micros()).unwrap_or(1);
         let inserted = query(&self.inner.sql.insert_new)
             .bind(request.scope)
             .bind(request.key)
@@ -426,11 +433,12 @@ impl SqliteStore {
             .bind(&request.fingerprint.as_bytes()[..])
             .bind(deadline(now, request.lease))
             .bind(deadline(now, request.ttl.max(request.lease)))
+            .bind(to_sql_epoch(epoch)?)
             .execute(&mut *writer)
             .await
             .map_err(store_error)?
             .rows_affected();
-        Ok(inserted == 1)
+        Ok((inserted == 1).then_some(epoch))
     }
 
     /// Decides a claim under the write lock: read, decide and write in one `BEGIN IMMEDIATE`
@@ -454,7 +462,7 @@ impl SqliteStore {
             .map_err(store_error)?;
         let record = row.map(|row| decode_row(&row, request.scope)).transpose()?;
         let lease_until = deadline(now, request.lease);
-        let claim = match decide(record, request, now)? {
+        let claim = match decide(record, request, now, system_clock_micros())? {
             Decision::Answer(claim) => claim,
             Decision::Acquire { epoch } => {
                 query(&sql.acquire)
@@ -531,8 +539,8 @@ impl IdempotencyStore for SqliteStore {
             // The common case for a new key: one insert, no transaction. If another claimer
             // inserted first, decide under the write lock like any existing record.
             Snapshot::Absent => {
-                if self.insert_new(request).await? {
-                    return Ok(acquired(request, 1));
+                if let Some(epoch) = self.insert_new(request).await? {
+                    return Ok(acquired(request, epoch));
                 }
             }
             Snapshot::MustWrite => {}
@@ -563,6 +571,10 @@ impl IdempotencyStore for SqliteStore {
 
     fn release_in_background(&self, lease: Lease) {
         crate::store::spawn_release(self.clone(), lease);
+    }
+
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        crate::store::spawn_abandon(self.clone(), request);
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {
@@ -629,7 +641,7 @@ impl Statements {
             insert_new: format!(
                 r#"INSERT INTO "{t}"
                        (scope, "key", state, owner, epoch, fingerprint, lease_until_ms, expires_at_ms, payload)
-                   VALUES (?1, ?2, '{STATE_IN_PROGRESS}', ?3, 1, ?4, ?5, ?6, NULL)
+                   VALUES (?1, ?2, '{STATE_IN_PROGRESS}', ?3, ?7, ?4, ?5, ?6, NULL)
                    ON CONFLICT (scope, "key") DO NOTHING"#
             )
             .into(),
@@ -648,11 +660,15 @@ impl Statements {
                    WHERE scope = ?2 AND "key" = ?3"#
             )
             .into(),
+            // Also matches this lease's own completed record (a retried completion), which it
+            // leaves as it is.
             complete: format!(
-                r#"UPDATE "{t}" SET state = '{STATE_COMPLETED}', payload = ?1, expires_at_ms = ?2,
+                r#"UPDATE "{t}" SET state = '{STATE_COMPLETED}',
+                       payload = CASE WHEN state = '{STATE_COMPLETED}' THEN payload ELSE ?1 END,
+                       expires_at_ms = CASE WHEN state = '{STATE_COMPLETED}' THEN expires_at_ms ELSE ?2 END,
                        lease_until_ms = NULL
-                   {}"#,
-                cas(3)
+                   WHERE scope = ?3 AND "key" = ?4 AND owner = ?5 AND epoch = ?6
+                       AND state IN ('{STATE_IN_PROGRESS}', '{STATE_COMPLETED}')"#
             )
             .into(),
             release: format!(
@@ -917,13 +933,14 @@ fn decide(
     record: Option<StoredRecord>,
     request: &ClaimRequest<'_>,
     now: i64,
+    clock_micros: u64,
 ) -> Result<Decision, Error> {
     let Some(record) = record else {
-        return Ok(Decision::Acquire { epoch: 1 });
+        return Ok(Decision::Acquire {
+            epoch: next_epoch(None, clock_micros).unwrap_or(1),
+        });
     };
-    let next_epoch = record
-        .epoch
-        .checked_add(1)
+    let next_epoch = next_epoch(Some(record.epoch), clock_micros)
         .map(|epoch| Decision::Acquire { epoch })
         .ok_or_else(|| Error::decode(request.scope, "column `epoch`: at its maximum"));
     // Past its ttl, or released: as good as absent, but the epoch keeps counting.
@@ -952,6 +969,9 @@ fn decide(
             Claim::Completed(Record {
                 payload: Bytes::from(payload),
                 epoch: record.epoch,
+                expires_in: Some(Duration::from_millis(
+                    (record.expires_at_ms - now).unsigned_abs(),
+                )),
             })
         } else {
             Claim::PayloadMismatch
@@ -1056,7 +1076,14 @@ mod tests {
             (1u8..=16).collect::<Vec<u8>>(),
             "owner: 16 bytes, big-endian"
         );
-        assert_eq!(row.get::<i64, _>(2), 1);
+        assert_eq!(
+            row.get::<i64, _>(2),
+            i64::try_from(lease.epoch()).expect("epoch fits")
+        );
+        assert!(
+            lease.epoch() >= u64::try_from(before).expect("after 1970") * 1000,
+            "a new record's epoch is at least the clock in microseconds"
+        );
         assert_eq!(
             row.get::<Vec<u8>, _>(3),
             Fingerprint::of_bytes(b"request").as_bytes().to_vec()
@@ -1083,7 +1110,10 @@ mod tests {
         .await
         .expect("row");
         assert_eq!(row.get::<String, _>(0), "completed");
-        assert_eq!(row.get::<i64, _>(1), 1);
+        assert_eq!(
+            row.get::<i64, _>(1),
+            i64::try_from(lease.epoch()).expect("epoch fits")
+        );
         assert_eq!(row.get::<Option<i64>, _>(2), None);
         let expires_at: i64 = row.get(3);
         assert!((before + 3_600_000..before + 3_602_000).contains(&expires_at));
@@ -1105,7 +1135,11 @@ mod tests {
         .await
         .expect("row");
         assert_eq!(row.get::<String, _>(0), "released");
-        assert_eq!(row.get::<i64, _>(1), 1, "a tombstone keeps its epoch");
+        assert_eq!(
+            row.get::<i64, _>(1),
+            i64::try_from(lease.epoch()).expect("epoch fits"),
+            "a tombstone keeps its epoch"
+        );
         assert_eq!(row.get::<Option<i64>, _>(2), None);
 
         // The schema itself: columns, types, nullability, key order; the index; WAL.
@@ -1221,7 +1255,8 @@ mod tests {
             .claim(&request("golden", "released", OwnerId::new()))
             .await
         {
-            Ok(Claim::Acquired(lease)) => assert_eq!(lease.epoch(), 5),
+            // Above the tombstone's epoch 4, and at least the clock in microseconds.
+            Ok(Claim::Acquired(lease)) => assert!(lease.epoch() > 1_700_000_000_000_000),
             other => panic!("expected to acquire the tombstone, got {other:?}"),
         }
         store.close().await;

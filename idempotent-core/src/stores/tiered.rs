@@ -7,9 +7,9 @@
 //!   never decides whether a body runs, so losing Redis, flushing it, or reading a stale or
 //!   corrupt entry from it can cost speed but never a second execution.
 //! - **Redis holds only completed records**, which cannot change until their ttl ends. An entry
-//!   is written with a Redis expiry equal to the time the PostgreSQL record had left when it
-//!   was read, so it outlives the record by at most the time between that read and the `SET`
-//!   (a round trip or two).
+//!   is the record a claim returned, written with a Redis expiry equal to the time that record
+//!   had left when the claim read it, so it outlives the record by at most the time between
+//!   that claim and the `SET` (a round trip).
 //! - **Back-fill on a miss**: a claim that misses the cache and finds a completed record in
 //!   PostgreSQL copies it to Redis (best effort) for the next replay.
 //! - **Redis failures are absorbed**: a cache read or write that fails or times out (100 ms by
@@ -17,8 +17,8 @@
 //!   again, so an outage does not add a timeout to every call.
 //!
 //! A fresh call costs one Redis `GET` (a miss) and the two PostgreSQL statements of
-//! [`PostgresStore`]; the first replay of a key adds a PostgreSQL read of the record's expiry
-//! and a Redis `SET`; every later replay is one Redis `GET`.
+//! [`PostgresStore`]; the first replay of a key adds a Redis `SET`; every later replay is one
+//! Redis `GET`.
 //!
 //! # Cache entries (a persisted format)
 //!
@@ -243,6 +243,9 @@ impl TieredStore {
             Some((_, epoch)) => Some(Claim::Completed(Record {
                 payload: Bytes::from(entry).slice(HEADER_LEN..),
                 epoch,
+                // Redis keeps the entry no longer than the record; how much longer is not asked
+                // (a `PTTL` would double the replay's commands).
+                expires_in: None,
             })),
             None => {
                 tracing::warn!(
@@ -257,24 +260,16 @@ impl TieredStore {
         }
     }
 
-    /// Copies a completed record into the cache for as long as PostgreSQL keeps it.
+    /// Copies a completed record into the cache for as long as PostgreSQL keeps it: exactly
+    /// the record the claim returned, for the time that record had left. (Reading the expiry
+    /// again would read whatever record is there by then, which may be a newer one.)
     async fn back_fill(&self, request: &ClaimRequest<'_>, cache_key: &str, record: &Record) {
+        let Some(remaining) = record.expires_in.filter(|left| !left.is_zero()) else {
+            return;
+        };
         if !self.cache_usable() {
             return;
         }
-        let remaining = match self
-            .inner
-            .durable
-            .completed_ttl(request.scope, request.key)
-            .await
-        {
-            Ok(Some(remaining)) if !remaining.is_zero() => remaining,
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(%error, "could not read the record's expiry; not caching it");
-                return;
-            }
-        };
         let mut value = BytesMut::with_capacity(HEADER_LEN + record.payload.len());
         value.put_u8(CACHE_FORMAT_V1);
         value.put_slice(request.fingerprint.as_bytes());
@@ -336,6 +331,10 @@ impl IdempotencyStore for TieredStore {
 
     fn release_in_background(&self, lease: Lease) {
         self.inner.durable.release_in_background(lease);
+    }
+
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        self.inner.durable.abandon_claim_in_background(request);
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

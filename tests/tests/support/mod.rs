@@ -54,6 +54,9 @@ impl<S: IdempotencyStore> IdempotencyStore for Guarded<S> {
     fn release_in_background(&self, lease: Lease) {
         self.store.release_in_background(lease);
     }
+    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
+        self.store.abandon_claim_in_background(request);
+    }
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.store.purge_expired().await
     }
