@@ -193,3 +193,113 @@ async fn released_tombstones_are_reclaimed_before_a_claim_is_refused() {
         Err(Error::CapacityExceeded { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn len_never_exceeds_capacity_under_concurrent_churn() {
+    const CAPACITY: usize = 64;
+    const WORKERS: u64 = 8;
+    const CLAIMS_PER_WORKER: u64 = 20_000;
+    let store = MemoryStore::builder().capacity(CAPACITY).shards(4).build();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Samples `len()` as fast as it can while the workers churn.
+    let sampler = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut samples, mut over) = (0u64, 0u64);
+            while !done.load(Ordering::Relaxed) {
+                if store.len() > store.capacity() {
+                    over += 1;
+                }
+                samples += 1;
+            }
+            (samples, over)
+        })
+    };
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|worker| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..CLAIMS_PER_WORKER {
+                    let key = format!("{worker}-{}", i % 200);
+                    let request = ClaimRequest {
+                        scope: "churn",
+                        key: &key,
+                        fingerprint: Fingerprint::NONE,
+                        owner: OwnerId::new(),
+                        lease: Duration::from_millis(1),
+                        ttl: Duration::from_millis(1),
+                    };
+                    let outcome = match store.claim(&request).await {
+                        Ok(Claim::Acquired(lease)) if i % 2 == 0 => store.release(&lease).await,
+                        Ok(Claim::Acquired(lease)) => {
+                            let payload = bytes::Bytes::from_static(b"x");
+                            store.complete(&lease, payload, request.ttl).await
+                        }
+                        Ok(_) => Ok(()),
+                        Err(error) => Err(error),
+                    };
+                    // A 1 ms lease may run out and its record be swept before it is released.
+                    match outcome {
+                        Ok(()) | Err(Error::LeaseLost | Error::CapacityExceeded { .. }) => {}
+                        Err(other) => panic!("unexpected error {other:?}"),
+                    }
+                    assert!(store.len() <= CAPACITY, "len {} > {CAPACITY}", store.len());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let (samples, over) = sampler.join().unwrap();
+    assert_eq!(
+        over, 0,
+        "len() was above capacity in {over} of {samples} samples"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn epochs_keep_growing_after_the_automatic_sweep_removed_the_record() {
+    let store = MemoryStore::builder().shards(1).build();
+    let claim = |key: String| {
+        let store = store.clone();
+        async move {
+            let request = ClaimRequest {
+                scope: "swept",
+                key: &key,
+                fingerprint: Fingerprint::NONE,
+                owner: OwnerId::new(),
+                lease: Duration::from_secs(1),
+                ttl: Duration::from_secs(1),
+            };
+            match store.claim(&request).await.unwrap() {
+                Claim::Acquired(lease) => lease,
+                other => panic!("expected to acquire {key}, got {other:?}"),
+            }
+        }
+    };
+    let first = claim("k".to_owned()).await;
+    store
+        .complete(
+            &first,
+            bytes::Bytes::from_static(b"x"),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    advance(Duration::from_secs(2)).await;
+    // Growing the shard past its sweep threshold removes the expired record.
+    for i in 0..1100 {
+        claim(format!("other-{i}")).await;
+    }
+    assert_eq!(store.len(), 1100, "the expired record was swept");
+    let second = claim("k".to_owned()).await;
+    assert!(
+        second.epoch() > first.epoch(),
+        "epoch {} after the sweep must exceed {}",
+        second.epoch(),
+        first.epoch()
+    );
+}

@@ -261,13 +261,18 @@ impl MemoryStore {
     }
 
     /// The clock reading a new epoch is derived from (see [`next_epoch`]): the system clock in
-    /// microseconds, never below a reading this store already used.
+    /// microseconds, and above every reading this store handed out before, so two claims never
+    /// get the same one even within a microsecond or after the clock stepped back.
     fn epoch_clock(&self) -> u64 {
         let now = system_clock_micros();
-        self.inner
+        let previous = self
+            .inner
             .epoch_clock
-            .fetch_max(now, Ordering::Relaxed)
-            .max(now)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or(now);
+        now.max(previous.saturating_add(1))
     }
 
     fn release_now(&self, lease: &Lease) -> Result<(), Error> {
