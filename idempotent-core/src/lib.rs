@@ -58,7 +58,7 @@
 mod engine;
 mod error;
 pub mod key;
-mod lossless;
+pub mod payload;
 pub mod store;
 pub mod stores;
 #[cfg(feature = "testing")]
@@ -67,8 +67,8 @@ pub mod testing;
 use std::sync::{Arc, OnceLock, RwLock};
 
 pub use crate::engine::{
-    Call, CallOptions, Disposition, MIN_LEASE, OnInFlight, OnStoreError, Outcome, current_epoch,
-    observe,
+    Call, CallOptions, Disposition, HeartbeatHook, MIN_LEASE, OnInFlight, OnStoreError, Outcome,
+    current_epoch, observe,
 };
 pub use crate::error::{BoxError, Error};
 pub use crate::key::{KeyPart, KeyWriter, generate_idempotency_key};

@@ -179,8 +179,7 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
                 #ttl
                 #lease
                 .on_in_flight(#in_flight)
-                .on_store_error(#on_store_error)
-                .cache_errors(#cache_errors);
+                .on_store_error(#on_store_error);
             #output_check
             let __idem_key = {
                 let mut __idem_key_builder = #here::IdempotencyKey::builder(#namespace);

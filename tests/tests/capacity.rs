@@ -169,18 +169,19 @@ async fn failing(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64
 }
 
 #[tokio::test(start_paused = true)]
-async fn released_tombstones_are_reclaimed_before_a_claim_is_refused() {
+async fn released_keys_take_no_capacity() {
     let runs = AtomicUsize::new(0);
     let store = MemoryStore::builder().capacity(3).build();
-    // Two failed calls leave released tombstones (they keep the epoch counting)...
+    // Two failed calls release their keys: nothing is left of them...
     for id in 1..=2 {
         assert!(failing(&store, &runs, id).await.is_err());
     }
-    assert_eq!(record(&store, &runs, 10).await.unwrap(), 1000);
+    assert!(store.is_empty());
+    // ...so three new keys fit, long before any ttl ends.
+    for id in 10..=12 {
+        assert_eq!(record(&store, &runs, id).await.unwrap(), id * 100);
+    }
     assert_eq!(store.len(), 3);
-    // ...which give way to new keys when the store is full, long before their ttl.
-    assert_eq!(record(&store, &runs, 11).await.unwrap(), 1100);
-    assert_eq!(record(&store, &runs, 12).await.unwrap(), 1200);
     // The live records are all still there and replay.
     let before = runs.load(Ordering::SeqCst);
     for id in 10..=12 {
@@ -192,6 +193,38 @@ async fn released_tombstones_are_reclaimed_before_a_claim_is_refused() {
         record(&store, &runs, 13).await,
         Err(Error::CapacityExceeded { .. })
     ));
+    // A released key is claimed again with a higher epoch, though nothing of it was kept.
+    let request = |owner| ClaimRequest {
+        scope: "released",
+        key: "k",
+        fingerprint: Fingerprint::NONE,
+        owner,
+        lease: Duration::from_secs(10),
+        ttl: TTL,
+    };
+    let roomy = MemoryStore::new();
+    let Claim::Acquired(first) = roomy.claim(&request(OwnerId::new())).await.unwrap() else {
+        panic!("expected to acquire");
+    };
+    roomy.release(&first).await.unwrap();
+    assert!(roomy.is_empty());
+    let Claim::Acquired(second) = roomy.claim(&request(OwnerId::new())).await.unwrap() else {
+        panic!("expected to acquire");
+    };
+    assert!(second.epoch() > first.epoch());
+}
+
+#[tokio::test(start_paused = true)]
+async fn purge_expired_removes_a_record_at_exactly_its_expiry() {
+    let runs = AtomicUsize::new(0);
+    let store = MemoryStore::new();
+    record(&store, &runs, 1).await.unwrap();
+    advance(TTL - Duration::from_millis(1)).await;
+    assert_eq!(store.purge_expired().await.unwrap(), 0, "still live");
+    advance(Duration::from_millis(1)).await;
+    // At its expiry a claim takes the record for absent; the purge agrees.
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
+    assert!(store.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -141,12 +141,11 @@ async fn refused(runs: &AtomicUsize) -> Result<String, RefundError> {
 }
 
 #[tokio::test]
-async fn run_caching_errors_with_cache_errors_replays_the_err() {
+async fn run_caching_errors_replays_the_err() {
     let store = MemoryStore::new();
     let runs = AtomicUsize::new(0);
     let key = key(1);
-    let call =
-        Call::new(&store, SCOPE, key.as_str()).options(CallOptions::new().cache_errors(true));
+    let call = Call::new(&store, SCOPE, key.as_str());
 
     let first = observe(call.run_caching_errors(refused(&runs))).await;
     let second = observe(call.run_caching_errors(refused(&runs))).await;
@@ -158,14 +157,14 @@ async fn run_caching_errors_with_cache_errors_replays_the_err() {
 }
 
 #[tokio::test]
-async fn run_caching_errors_without_cache_errors_does_not_store_the_err() {
+async fn run_does_not_store_the_err_of_a_serializable_error_type() {
     let store = MemoryStore::new();
     let runs = AtomicUsize::new(0);
     let key = key(1);
     let call = Call::new(&store, SCOPE, key.as_str());
 
-    let first = call.run_caching_errors(refused(&runs)).await;
-    let second = call.run_caching_errors(refused(&runs)).await;
+    let first = call.run(refused(&runs)).await.map(|outcome| outcome.value);
+    let second = call.run(refused(&runs)).await.map(|outcome| outcome.value);
     assert_eq!(first, Err(RefundError::AlreadyRefunded { run: 1 }));
     assert_eq!(second, Err(RefundError::AlreadyRefunded { run: 2 }));
     assert_eq!(runs.load(Ordering::SeqCst), 2);

@@ -44,9 +44,9 @@ fn deadline(now: Instant, after: Duration) -> Instant {
 /// new key fails with [`Error::CapacityExceeded`]. Live records (in progress or completed) are
 /// never evicted, since an evicted record would let a duplicate run again. Expired records are
 /// removed lazily, by periodic sweeps as the store grows, and by
-/// [`purge_expired`](IdempotencyStore::purge_expired). Released keys (an `Err` that was not
-/// cached) leave a tombstone so the next claim's epoch keeps counting; tombstones are
-/// reclaimed before a claim is refused for capacity.
+/// [`purge_expired`](IdempotencyStore::purge_expired). A released key (an `Err` that was not
+/// cached) is removed at once: it takes no capacity, and the next claim's epoch still grows,
+/// since epochs come from the store's clock.
 ///
 /// ```
 /// use idempotent_core::MemoryStore;
@@ -78,9 +78,6 @@ struct ShardState {
     records: HashMap<RecordKey, Entry, BuildHasherDefault<Prehashed>>,
     /// A lower bound on the earliest expiry in this shard: nothing expires before it.
     next_expiry: Option<Instant>,
-    /// How many records are released tombstones: kept so epochs keep counting, reclaimed
-    /// before a claim is refused for capacity.
-    released: usize,
     sweep_threshold: usize,
 }
 
@@ -99,7 +96,6 @@ enum EntryState {
     Completed {
         payload: Bytes,
     },
-    Released,
 }
 
 /// Builder for [`MemoryStore`].
@@ -110,7 +106,7 @@ pub struct MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// The most records the store holds (in progress, completed and released). Default 1,000,000.
+    /// The most records the store holds (in progress and completed). Default 1,000,000.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self
@@ -130,7 +126,6 @@ impl MemoryStoreBuilder {
                 state: Mutex::new(ShardState {
                     records: HashMap::default(),
                     next_expiry: None,
-                    released: 0,
                     sweep_threshold: MIN_SWEEP_THRESHOLD,
                 }),
                 changed: Notify::new(),
@@ -248,13 +243,7 @@ impl MemoryStore {
             }
             update(entry, now);
             let expires_at = entry.expires_at;
-            let now_released = matches!(entry.state, EntryState::Released);
             state.note_expiry(expires_at);
-            // A lease only ever holds an in-progress record, so this is the transition into a
-            // tombstone.
-            if now_released {
-                state.released += 1;
-            }
         }
         shard.changed.notify_waiters();
         Ok(())
@@ -275,34 +264,48 @@ impl MemoryStore {
         now.max(previous.saturating_add(1))
     }
 
+    /// Removes the lease's record if it is still the lease's in-progress claim (else
+    /// `LeaseLost`): the next claim acquires the key, with an epoch from the clock.
     fn release_now(&self, lease: &Lease) -> Result<(), Error> {
-        self.with_lease(lease, None, |entry, _| entry.state = EntryState::Released)
+        let (digest, shard) = self.locate(lease.scope(), lease.key());
+        {
+            let mut state = Self::lock(shard);
+            let lookup = Lookup {
+                digest,
+                scope: lease.scope(),
+                key: lease.key(),
+            };
+            let held = state
+                .records
+                .get(&lookup as &dyn KeyView)
+                .is_some_and(|entry| entry.is_held_by(lease));
+            if !held {
+                return Err(Error::LeaseLost);
+            }
+            state.records.remove(&lookup as &dyn KeyView);
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        shard.changed.notify_waiters();
+        Ok(())
     }
 
-    /// Removes expired records (and, when `reclaim_released`, released tombstones) from one
-    /// shard. Returns how many were removed.
-    fn purge_shard(&self, state: &mut ShardState, now: Instant, reclaim_released: bool) -> usize {
-        let expired_due = state.next_expiry.is_some_and(|next| next <= now);
-        let tombstones_due = reclaim_released && state.released > 0;
-        if !(expired_due || tombstones_due) {
+    /// Removes expired records from one shard; returns how many.
+    fn purge_shard(&self, state: &mut ShardState, now: Instant) -> usize {
+        if state.next_expiry.is_none_or(|next| next > now) {
             return 0;
         }
         let before = state.records.len();
         let mut next_expiry: Option<Instant> = None;
-        let mut released_removed = 0;
         state.records.retain(|_, entry| {
-            let released = matches!(entry.state, EntryState::Released);
-            let keep = entry.expires_at > now && !(reclaim_released && released);
+            // Expired exactly when a claim would take it for absent.
+            let keep = entry.expires_at > now;
             if keep {
                 next_expiry =
                     Some(next_expiry.map_or(entry.expires_at, |n| n.min(entry.expires_at)));
-            } else if released {
-                released_removed += 1;
             }
             keep
         });
         state.next_expiry = next_expiry;
-        state.released -= released_removed;
         let removed = before - state.records.len();
         self.inner.len.fetch_sub(removed, Ordering::Relaxed);
         removed
@@ -338,10 +341,8 @@ impl MemoryStore {
             scope: request.scope,
             key: request.key,
         };
-        let mut reuses_tombstone = false;
         let claim = match state.records.get_mut(&lookup as &dyn KeyView) {
             Some(entry) => {
-                reuses_tombstone = matches!(entry.state, EntryState::Released);
                 match &mut entry.state {
                     // Past its ttl: as good as absent, but the epoch keeps counting.
                     _ if entry.expires_at <= now => {
@@ -369,9 +370,8 @@ impl MemoryStore {
                             }
                         }
                     }
-                    // Released, or the owner stopped heartbeating: take over with a higher
-                    // epoch.
-                    EntryState::Released | EntryState::InProgress { .. } => {
+                    // The owner stopped heartbeating: take over with a higher epoch.
+                    EntryState::InProgress { .. } => {
                         let epoch = epoch_after(entry.epoch)?;
                         *entry = in_progress(epoch);
                         acquired(epoch)
@@ -391,7 +391,7 @@ impl MemoryStore {
             }
             None => {
                 if !self.try_reserve_slot() {
-                    self.purge_shard(&mut state, now, true);
+                    self.purge_shard(&mut state, now);
                     if !self.try_reserve_slot() {
                         return Err(Error::CapacityExceeded {
                             capacity: self.inner.capacity,
@@ -406,17 +406,13 @@ impl MemoryStore {
                     in_progress(epoch),
                 );
                 if state.records.len() >= state.sweep_threshold {
-                    self.purge_shard(&mut state, now, false);
+                    self.purge_shard(&mut state, now);
                     state.sweep_threshold = (state.records.len() * 2).max(MIN_SWEEP_THRESHOLD);
                 }
                 acquired(epoch)
             }
         };
         if let Claim::Acquired(_) = claim {
-            // Every claim on a tombstone acquires it.
-            if reuses_tombstone {
-                state.released -= 1;
-            }
             state.note_expiry(expires_at);
         }
         Ok(claim)
@@ -434,14 +430,14 @@ impl MemoryStore {
             .is_ok()
     }
 
-    /// Removes expired records (and, when `reclaim_released`, released tombstones) from every
-    /// shard that has any. Shards with nothing to remove are skipped without a scan, so a full
-    /// store of live records rejects claims in O(shards), not O(records).
-    fn purge_all(&self, now: Instant, reclaim_released: bool) -> u64 {
+    /// Removes expired records from every shard that has any. Shards with nothing to remove
+    /// are skipped without a scan, so a full store of live records rejects claims in
+    /// O(shards), not O(records).
+    fn purge_all(&self, now: Instant) -> u64 {
         let mut removed = 0u64;
         for shard in self.inner.shards.iter() {
             let mut state = Self::lock(shard);
-            removed += self.purge_shard(&mut state, now, reclaim_released) as u64;
+            removed += self.purge_shard(&mut state, now) as u64;
         }
         removed
     }
@@ -468,7 +464,7 @@ impl IdempotencyStore for MemoryStore {
             Err(Error::CapacityExceeded { .. }) => {
                 // Full even after sweeping the key's own shard: sweep the others (without
                 // holding any lock, so shards are never locked two at a time), then retry once.
-                self.purge_all(now, true);
+                self.purge_all(now);
                 self.claim_at(request, now)
             }
             other => other,
@@ -514,7 +510,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {
-        Ok(self.purge_all(Instant::now(), false))
+        Ok(self.purge_all(Instant::now()))
     }
 
     async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {

@@ -995,9 +995,7 @@ impl<'a> TransactionalCall<'a> {
             store,
             pending: Mutex::new(None),
         };
-        let options = options
-            .cache_errors(false)
-            .on_store_error(OnStoreError::FailClosed);
+        let options = options.on_store_error(OnStoreError::FailClosed);
         let pending = &in_tx.pending;
         Call::new(&in_tx, scope, key)
             .fingerprint(fingerprint)

@@ -1,0 +1,186 @@
+//! [`Call`]: the one description of an idempotent call (store, scope, key, fingerprint,
+//! options, where its result is recorded) and the run that every entry point goes through.
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::claim::Claimed;
+use super::heartbeat::{HeartbeatHook, beat, run_body};
+use super::options::CallOptions;
+use super::outcome::{Disposition, Outcome, report};
+use super::record::{IN_STORE, Recorder, ReleaseOnDrop};
+use crate::error::Error;
+use crate::key::Fingerprint;
+use crate::payload::{Codec, OkAndErr, OkOnly};
+use crate::store::{ClaimRequest, IdempotencyStore, OwnerId};
+
+/// One idempotent call, built step by step; the programmatic API the attribute expands to.
+///
+/// ```
+/// use idempotent_core::{Call, Error, MemoryStore};
+/// use idempotent_core::key::{Fingerprint, IdempotencyKey};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let store = MemoryStore::new();
+/// let key = IdempotencyKey::builder("payments.refund").part("payment-456").finish();
+/// let fingerprint = Fingerprint::builder().field("amount", &250u64).finish();
+///
+/// let refund = || async { Ok::<_, Error>(String::from("refund-1")) };
+/// let first = Call::new(&store, "payments.refund", key.as_str())
+///     .fingerprint(fingerprint)
+///     .run(refund())
+///     .await?;
+/// let second = Call::new(&store, "payments.refund", key.as_str())
+///     .fingerprint(fingerprint)
+///     .run(refund())
+///     .await?;
+/// assert!(!first.is_replayed());
+/// assert!(second.is_replayed());
+/// assert_eq!(first.value, second.value);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    pub(crate) store: &'a dyn IdempotencyStore,
+    pub(crate) scope: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) options: CallOptions,
+    pub(crate) recorder: &'a dyn Recorder,
+    pub(crate) hook: Option<&'a dyn HeartbeatHook>,
+}
+
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("scope", &self.scope)
+            .field("key", &self.key)
+            .field("fingerprint", &self.fingerprint)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Call<'a> {
+    /// A call on `key` within `scope`, with no fingerprint and default options.
+    pub fn new(store: &'a dyn IdempotencyStore, scope: &'a str, key: &'a str) -> Self {
+        Call {
+            store,
+            scope,
+            key,
+            fingerprint: Fingerprint::NONE,
+            options: CallOptions::new(),
+            recorder: &IN_STORE,
+            hook: None,
+        }
+    }
+
+    /// The request fingerprint: a retry with a different one fails with
+    /// [`Error::PayloadMismatch`].
+    pub fn fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, options: CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs `hook` after every heartbeat that renewed the claim while the body runs.
+    pub fn on_heartbeat(mut self, hook: &'a dyn HeartbeatHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Runs `body` at most once per key and returns its value, or replays the stored value of
+    /// the call that ran it. An `Err` from the body releases the key, so a retry runs again.
+    pub fn run<T, E, F>(
+        self,
+        body: F,
+    ) -> impl Future<Output = Result<Outcome<T>, E>> + use<'a, T, E, F>
+    where
+        F: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+    {
+        // Not an `async fn`: returning the engine's future directly saves a layer of future
+        // state that every call would otherwise move.
+        self.execute::<T, E, F, OkOnly>(body)
+    }
+
+    /// Like [`run`](Self::run), but an `Err` is stored and replayed too (the error type must be
+    /// serializable), so a retry gets the same error instead of running again.
+    pub fn run_caching_errors<T, E, F>(
+        self,
+        body: F,
+    ) -> impl Future<Output = Result<Outcome<T>, E>> + use<'a, T, E, F>
+    where
+        F: Future<Output = Result<T, E>>,
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + Serialize + DeserializeOwned,
+    {
+        self.execute::<T, E, F, OkAndErr>(body)
+    }
+
+    /// The run: claim, body with heartbeat, record. Only what must know `T`, `E` and `F` is
+    /// here (polling the body, encoding and decoding its result); the claim and record phases
+    /// are compiled once for every call.
+    async fn execute<T, E, F, C>(self, body: F) -> Result<Outcome<T>, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<Error>,
+        C: Codec<T, E>,
+    {
+        let request = ClaimRequest {
+            scope: self.scope,
+            key: self.key,
+            fingerprint: self.fingerprint,
+            owner: OwnerId::new(),
+            lease: self.options.lease,
+            ttl: self.options.ttl,
+        };
+        let lease = match self.claim_phase(&request).await? {
+            Claimed::Lease(lease) => lease,
+            Claimed::Replay(payload) => {
+                // Reported only once the record decodes: an unreadable one is an error, not a
+                // replay.
+                let stored = C::decode(self.scope, &payload)?;
+                report(Disposition::Replayed);
+                return stored.map(|value| Outcome {
+                    value,
+                    disposition: Disposition::Replayed,
+                });
+            }
+            Claimed::Unprotected => {
+                let value = body.await?;
+                report(Disposition::Executed);
+                return Ok(Outcome {
+                    value,
+                    disposition: Disposition::Executed,
+                });
+            }
+        };
+
+        // Until the result is encoded, a cancelled or panicking body (or a panic in the
+        // result's `Serialize`) releases the key.
+        let mut guard = ReleaseOnDrop::new(self.store, &lease);
+        let heartbeat = beat(self.store, &lease, self.options.lease, self.hook);
+        let result = run_body(heartbeat, lease.epoch(), body).await;
+        report(Disposition::Executed);
+        let encoded = C::encode_checked(&result);
+        // A call dropped while its result is being recorded leaves the claim to the
+        // completion on the wire, or to its lease.
+        guard.disarm();
+        self.record_phase(&lease, encoded).await?;
+        result.map(|value| Outcome {
+            value,
+            disposition: Disposition::Executed,
+        })
+    }
+}

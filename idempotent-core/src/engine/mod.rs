@@ -1,0 +1,21 @@
+//! The engine every entry point runs through: claim, run the body with a heartbeat, record the
+//! result or give the claim up.
+//!
+//! - [`options`]: what a call may be told ([`CallOptions`], the policies, [`MIN_LEASE`]).
+//! - [`call`]: [`Call`], the one description of a call, and its run.
+//! - `claim`: the claim and wait loop; `record`: where the result is kept; `heartbeat`:
+//!   renewing the claim while the body runs. These are compiled once, whatever the result
+//!   type: only the body and the result's encoding are generic.
+//! - [`outcome`]: what the caller learns ([`Outcome`], [`observe`], [`current_epoch`]).
+
+pub(crate) mod call;
+mod claim;
+pub(crate) mod heartbeat;
+pub(crate) mod options;
+pub(crate) mod outcome;
+pub(crate) mod record;
+
+pub use call::Call;
+pub use heartbeat::HeartbeatHook;
+pub use options::{CallOptions, MIN_LEASE, OnInFlight, OnStoreError};
+pub use outcome::{Disposition, Outcome, current_epoch, observe};
