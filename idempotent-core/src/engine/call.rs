@@ -1,20 +1,22 @@
 //! [`Call`]: the one description of an idempotent call (store, scope, key, fingerprint,
 //! options, where its result is recorded) and the run that every entry point goes through.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::claim::Claimed;
-use super::heartbeat::{HeartbeatHook, beat, run_body};
+use super::drive::{BodySlot, Driven};
+use super::heartbeat::HeartbeatHook;
 use super::options::CallOptions;
-use super::outcome::{Disposition, Outcome, report};
-use super::record::{IN_STORE, Recorder, ReleaseOnDrop};
+use super::outcome::{Disposition, Outcome, report, with_epoch};
+use super::record::{IN_STORE, Recorder};
 use crate::error::Error;
 use crate::key::Fingerprint;
 use crate::payload::{Codec, OkAndErr, OkOnly};
-use crate::store::{ClaimRequest, IdempotencyStore, OwnerId};
+use crate::store::IdempotencyStore;
 
 /// One idempotent call, built step by step; the programmatic API the attribute expands to.
 ///
@@ -128,59 +130,67 @@ impl<'a> Call<'a> {
         self.execute::<T, E, F, OkAndErr>(body)
     }
 
-    /// The run: claim, body with heartbeat, record. Only what must know `T`, `E` and `F` is
-    /// here (polling the body, encoding and decoding its result); the claim and record phases
-    /// are compiled once for every call.
+    /// The run. The driver (claim, heartbeat, record) is one future compiled once for every
+    /// call; all that is generic, and so compiled per body, is this loop: poll the driver, poll
+    /// the body when the driver waits for it, encode its result, decode a replayed one.
     async fn execute<T, E, F, C>(self, body: F) -> Result<Outcome<T>, E>
     where
         F: Future<Output = Result<T, E>>,
         E: From<Error>,
         C: Codec<T, E>,
     {
-        let request = ClaimRequest {
-            scope: self.scope,
-            key: self.key,
-            fingerprint: self.fingerprint,
-            owner: OwnerId::new(),
-            lease: self.options.lease,
-            ttl: self.options.ttl,
+        let slot = BodySlot::new();
+        let mut result: Option<Result<T, E>> = None;
+        let mut body = pin!(body);
+        let driven = {
+            let mut driver = pin!(self.drive(&slot));
+            poll_fn(|cx| {
+                loop {
+                    if let Poll::Ready(driven) = driver.as_mut().poll(cx) {
+                        return Poll::Ready(driven);
+                    }
+                    let Some(epoch) = slot.running_epoch() else {
+                        return Poll::Pending;
+                    };
+                    let mut polled = None;
+                    with_epoch(epoch, &mut || polled = Some(body.as_mut().poll(cx)));
+                    let Some(Poll::Ready(output)) = polled else {
+                        return Poll::Pending;
+                    };
+                    report(Disposition::Executed);
+                    slot.finish(C::encode_checked(&output));
+                    result = Some(output);
+                    // The driver records the result now.
+                }
+            })
+            .await
         };
-        let lease = match self.claim_phase(&request).await? {
-            Claimed::Lease(lease) => lease,
-            Claimed::Replay(payload) => {
+        match driven? {
+            Driven::Executed => match result {
+                Some(output) => output.map(|value| Outcome {
+                    value,
+                    disposition: Disposition::Executed,
+                }),
+                None => Err(Error::store("engine", "the body's result went missing").into()),
+            },
+            Driven::Replay(payload) => {
                 // Reported only once the record decodes: an unreadable one is an error, not a
                 // replay.
                 let stored = C::decode(self.scope, &payload)?;
                 report(Disposition::Replayed);
-                return stored.map(|value| Outcome {
+                stored.map(|value| Outcome {
                     value,
                     disposition: Disposition::Replayed,
-                });
+                })
             }
-            Claimed::Unprotected => {
+            Driven::Unprotected => {
                 let value = body.await?;
                 report(Disposition::Executed);
-                return Ok(Outcome {
+                Ok(Outcome {
                     value,
                     disposition: Disposition::Executed,
-                });
+                })
             }
-        };
-
-        // Until the result is encoded, a cancelled or panicking body (or a panic in the
-        // result's `Serialize`) releases the key.
-        let mut guard = ReleaseOnDrop::new(self.store, &lease);
-        let heartbeat = beat(self.store, &lease, self.options.lease, self.hook);
-        let result = run_body(heartbeat, lease.epoch(), body).await;
-        report(Disposition::Executed);
-        let encoded = C::encode_checked(&result);
-        // A call dropped while its result is being recorded leaves the claim to the
-        // completion on the wire, or to its lease.
-        guard.disarm();
-        self.record_phase(&lease, encoded).await?;
-        result.map(|value| Outcome {
-            value,
-            disposition: Disposition::Executed,
-        })
+        }
     }
 }

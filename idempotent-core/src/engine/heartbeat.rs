@@ -2,15 +2,11 @@
 //! crashed one frees it quickly; a hook lets an entry point renew something of its own on the
 //! same beat (a message broker's acknowledgement deadline).
 
-use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::outcome::with_epoch;
 use crate::error::Error;
 use crate::store::{IdempotencyStore, Lease};
 
@@ -75,26 +71,4 @@ pub(crate) async fn beat(
             }
         }
     }
-}
-
-/// Polls `body`, with [`current_epoch`](crate::current_epoch) answering `epoch`, and alongside
-/// it `heartbeat`, until the body finishes. The one piece of the run that is generic over the
-/// body: everything it calls is compiled once.
-pub(crate) async fn run_body<F: Future>(
-    heartbeat: impl Future<Output = ()>,
-    epoch: u64,
-    body: F,
-) -> F::Output {
-    let mut body = pin!(body);
-    let mut heartbeat = pin!(heartbeat);
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = with_epoch(epoch, || body.as_mut().poll(cx)) {
-            return Poll::Ready(output);
-        }
-        // The heartbeat loops forever, so it never completes and is never polled after
-        // completion.
-        let _ = heartbeat.as_mut().poll(cx);
-        Poll::Pending
-    })
-    .await
 }

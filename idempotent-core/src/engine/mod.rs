@@ -3,13 +3,15 @@
 //!
 //! - [`options`]: what a call may be told ([`CallOptions`], the policies, [`MIN_LEASE`]).
 //! - [`call`]: [`Call`], the one description of a call, and its run.
-//! - `claim`: the claim and wait loop; `record`: where the result is kept; `heartbeat`:
-//!   renewing the claim while the body runs. These are compiled once, whatever the result
-//!   type: only the body and the result's encoding are generic.
+//! - `drive`: everything a call does that does not depend on its result type, as one future
+//!   compiled once: `claim` (the claim and wait loop), `heartbeat` (renewing the claim while
+//!   the body runs) and `record` (where the result is kept). Only polling the body and
+//!   encoding and decoding its result are generic.
 //! - [`outcome`]: what the caller learns ([`Outcome`], [`observe`], [`current_epoch`]).
 
 pub(crate) mod call;
 mod claim;
+mod drive;
 pub(crate) mod heartbeat;
 pub(crate) mod options;
 pub(crate) mod outcome;

@@ -83,9 +83,9 @@ pub(crate) fn report(disposition: Disposition) {
     let _ = OBSERVED.try_with(|cell| cell.set(Some(disposition)));
 }
 
-/// Runs `f` (one poll of a body) with [`current_epoch`] answering `epoch`. Setting the value
-/// around each poll, rather than wrapping the body in a task-local future, keeps the wrapper
-/// out of every body's generated code.
-pub(crate) fn with_epoch<R>(epoch: u64, f: impl FnOnce() -> R) -> R {
-    CURRENT_EPOCH.sync_scope(epoch, f)
+/// Runs `poll` (one poll of a body) with [`current_epoch`] answering `epoch`. Setting the value
+/// around each poll, rather than wrapping each body in a task-local future, and taking the
+/// poll as a `dyn` closure, keep this out of every body's generated code.
+pub(crate) fn with_epoch(epoch: u64, poll: &mut dyn FnMut()) {
+    CURRENT_EPOCH.sync_scope(epoch, poll);
 }
