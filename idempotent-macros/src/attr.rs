@@ -389,7 +389,7 @@ impl Config {
         let lease_ms = args
             .lease
             .as_ref()
-            .map(|literal| parse_duration_option(literal, "lease", "30s", &mut errors));
+            .map(|literal| parse_lease(literal, &mut errors));
 
         let mut skipped: Vec<String> = Vec::new();
         if let Some(literal) = &args.skip {
@@ -804,6 +804,34 @@ fn parse_duration_option(literal: &LitStr, name: &str, example: &str, errors: &m
                 format!("invalid `{name}`: {problem}, such as `{name} = \"{example}\"`"),
             ));
             1
+        }
+    }
+}
+
+/// The shortest `lease` the attribute accepts, in milliseconds: the same value as the
+/// runtime's `idempotent_core::MIN_LEASE` (one second), which refuses shorter leases at run time.
+/// The heartbeat renews a claim every `lease / 3`; a shorter lease runs out on a loaded machine
+/// before the renewal reaches the store, and a duplicate then runs the body a second time.
+const MIN_LEASE_MS: u64 = 1_000;
+
+/// `lease`: a duration of at least [`MIN_LEASE_MS`].
+fn parse_lease(literal: &LitStr, errors: &mut Errors) -> u64 {
+    match parse_duration_ms(&literal.value()) {
+        Ok(ms) if ms >= MIN_LEASE_MS => ms,
+        // Zero is below the minimum too: one message says what to write.
+        Ok(_) => {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                "`lease` must be at least 1s: the heartbeat renews the claim every lease/3 and must reach the store before it runs out, even on a loaded machine; write `lease = \"1s\"` or longer",
+            ));
+            MIN_LEASE_MS
+        }
+        Err(problem) => {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                format!("invalid `lease`: {problem}, such as `lease = \"30s\"`"),
+            ));
+            MIN_LEASE_MS
         }
     }
 }
