@@ -112,6 +112,33 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// random values and `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over
 /// the namespace and the parts, in order (see [`key`]).
 ///
+/// An argument the key reads through a field (`order` in `key = "order.id"`) is also
+/// fingerprinted whole, so it must implement [`KeyPart`] too: a retry with the same `order.id`
+/// but another `order.amount` is then an [`Error::PayloadMismatch`] instead of a replay of a
+/// result computed for another order. Name it in `skip` when no other field can change the
+/// result. `self` is the exception: it is the service, not the request, and is never
+/// fingerprinted, so `self.tenant_id` in the key is all of `self` that counts.
+///
+/// ```
+/// use idempotent_core::{Error, KeyPart, KeyWriter, idempotent};
+///
+/// struct Refund {
+///     order_id: u64,
+///     amount: u64,
+/// }
+///
+/// impl KeyPart for Refund {
+///     fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+///         (self.order_id, self.amount).write_key_part(out);
+///     }
+/// }
+///
+/// #[idempotent(key = "request.order_id")]
+/// async fn refund(request: &Refund) -> Result<u64, Error> {
+///     Ok(request.amount)
+/// }
+/// ```
+///
 /// ## `ttl = "24h"`
 ///
 /// How long a completed result is replayed. Units `ms`, `s`, `m`, `h`, `d`, and compounds such
@@ -171,11 +198,13 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `skip = "db, client"`
 ///
-/// Arguments left out of the request fingerprint. Every argument except `self`, the key
-/// arguments and the `store` argument is fingerprinted by default, so a retry with the same key
-/// but, say, a different amount fails with [`Error::PayloadMismatch`] instead of replaying a
-/// result computed for other inputs. Fingerprinted arguments must implement [`KeyPart`]; skip
-/// clients, connection pools and anything that legitimately differs between retries.
+/// Arguments left out of the request fingerprint. Every argument except `self`, the arguments
+/// the key uses whole and the `store` argument is fingerprinted by default (an argument the key
+/// reads through a field included), so a retry with the same key but, say, a different amount
+/// fails with [`Error::PayloadMismatch`] instead of replaying a result computed for other
+/// inputs. Fingerprinted arguments must implement [`KeyPart`]; skip clients, connection pools
+/// and anything that legitimately differs between retries. An argument the key uses whole
+/// cannot be skipped (the key already covers all of it); one it reads through a field can.
 ///
 /// ```
 /// use idempotent_core::{Error, idempotent};
@@ -375,7 +404,8 @@ pub mod __private {
     #[diagnostic::do_not_recommend]
     impl<E: From<Error>> IdempotentError for E {}
 
-    /// An argument that is fingerprinted (every argument not in `key` or `skip`).
+    /// An argument that is fingerprinted (every argument neither used whole in `key` nor in
+    /// `skip`).
     #[diagnostic::on_unimplemented(
         message = "argument of type `{Self}` is fingerprinted, but `{Self}` is not a `KeyPart`",
         label = "cannot be fingerprinted",
@@ -386,6 +416,18 @@ pub mod __private {
     #[diagnostic::do_not_recommend]
     impl<T: KeyPart + ?Sized> FingerprintPart for T {}
 
+    /// An argument the key reads through a field (`key = "order.id"`): the rest of it is
+    /// fingerprinted.
+    #[diagnostic::on_unimplemented(
+        message = "an argument of type `{Self}` is keyed by one of its fields, and the rest of it is fingerprinted so a retry with other fields is rejected, but `{Self}` is not a `KeyPart`",
+        label = "keyed by a field, fingerprinted whole",
+        note = "implement `idempotent_core::KeyPart` for `{Self}`",
+        note = "or leave the rest out with `skip = \"<argument>\"` if no other field can change the result"
+    )]
+    pub trait FieldKeyedPart: KeyPart {}
+    #[diagnostic::do_not_recommend]
+    impl<T: KeyPart + ?Sized> FieldKeyedPart for T {}
+
     #[inline]
     pub fn key_part<T: KeyPart + ?Sized>(builder: &mut KeyBuilder, part: &T) {
         builder.push(part);
@@ -393,6 +435,15 @@ pub mod __private {
 
     #[inline]
     pub fn fingerprint_part<T: FingerprintPart + ?Sized>(
+        builder: &mut FingerprintBuilder,
+        name: &str,
+        part: &T,
+    ) {
+        builder.push(name, part);
+    }
+
+    #[inline]
+    pub fn fingerprint_field_keyed<T: FieldKeyedPart + ?Sized>(
         builder: &mut FingerprintBuilder,
         name: &str,
         part: &T,

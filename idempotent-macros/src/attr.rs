@@ -216,6 +216,14 @@ pub(crate) struct Param {
     pub(crate) ty: Type,
 }
 
+/// An argument that goes into the request fingerprint.
+pub(crate) struct Fingerprinted {
+    pub(crate) param: Param,
+    /// Whether the key reads a field of it (`order.id`): it is then fingerprinted whole, and a
+    /// type that is not a `KeyPart` gets a message that says why.
+    pub(crate) field_keyed: bool,
+}
+
 /// Whether the on-in-flight policy is to wait or to reject.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum InFlight {
@@ -227,7 +235,7 @@ pub(crate) enum InFlight {
 pub(crate) struct Config {
     pub(crate) krate: syn::Path,
     pub(crate) key: Vec<KeyPart>,
-    pub(crate) fingerprinted: Vec<Param>,
+    pub(crate) fingerprinted: Vec<Fingerprinted>,
     /// `None`: the runtime's default (`CallOptions::new()`), which the macro does not repeat.
     pub(crate) ttl_ms: Option<u64>,
     pub(crate) lease_ms: Option<u64>,
@@ -373,13 +381,22 @@ impl Config {
             }
             Some(literal) => parse_key(literal, &params, &names, &mut errors),
         };
-        // Every argument the key reads from, whole (`order_id`) or through a field
-        // (`order.id`). None of them is fingerprinted: the key already identifies the request
-        // by them, and an argument keyed by a field is typically a request struct that is not
-        // a `KeyPart` as a whole.
+        // The arguments the key uses whole (`order_id`): the key covers all of them, so they
+        // are not fingerprinted.
         let keyed: Vec<String> = key
             .iter()
+            .filter_map(|part| part.param.as_ref())
+            .map(|param| param.ident.unraw().to_string())
+            .collect();
+        // The arguments the key reads through a field (`order.id`), other than `self`. The key
+        // covers that field only: the rest of the argument is fingerprinted like any other
+        // argument, so a retry with the same `order.id` but another `order.amount` is a payload
+        // mismatch rather than a replay of a result computed for other inputs.
+        let field_keyed: Vec<String> = key
+            .iter()
+            .filter(|part| part.param.is_none())
             .filter_map(|part| key_root(&part.expr).ok())
+            .filter(|root| root != "self" && !keyed.contains(root))
             .collect();
 
         let ttl_ms = args
@@ -517,6 +534,7 @@ impl Config {
             if keyed.contains(&name) || is_store || skipped.contains(&name) {
                 continue;
             }
+            let field_keyed = field_keyed.contains(&name);
             if let Some((offender, unstable)) = unstable_type(&param.ty) {
                 let mut skip = skipped.clone();
                 skip.push(name.clone());
@@ -533,7 +551,7 @@ impl Config {
                 };
                 errors.push(syn::Error::new_spanned(offender, message));
             }
-            fingerprinted.push(param);
+            fingerprinted.push(Fingerprinted { param, field_keyed });
         }
 
         // Key arguments with a type that can never be deterministic get a precise message

@@ -77,14 +77,18 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
     let fingerprint = if fingerprinted.is_empty() {
         quote!(#here::Fingerprint::NONE)
     } else {
-        let fields = fingerprinted.iter().map(|param| {
-            let name = param.ident.unraw().to_string();
-            let part = PartArg::new(param);
+        let fields = fingerprinted.iter().map(|field| {
+            let name = field.param.ident.unraw().to_string();
+            let part = PartArg::new(&field.param);
             let path = private(part.first);
-            let call = part.call(
-                quote!(#path::fingerprint_part),
-                quote!(&mut __idem_fingerprint_builder, #name,),
-            );
+            // An argument keyed by one of its fields has its own bound, whose message says why
+            // the rest of it is fingerprinted.
+            let function = if field.field_keyed {
+                quote!(#path::fingerprint_field_keyed)
+            } else {
+                quote!(#path::fingerprint_part)
+            };
+            let call = part.call(function, quote!(&mut __idem_fingerprint_builder, #name,));
             quote_spanned!(part.last=> #call;)
         });
         quote!({

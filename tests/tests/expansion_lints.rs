@@ -4,7 +4,7 @@
 //! clippy), and the tests below run each form once.
 #![deny(warnings, clippy::all)]
 
-use idempotent_core::{Error, IdempotencyStore, KeyPart, MemoryStore, idempotent};
+use idempotent_core::{Error, IdempotencyStore, KeyPart, KeyWriter, MemoryStore, idempotent};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -13,6 +13,13 @@ struct Client;
 struct Order {
     id: u64,
     amount: u64,
+}
+
+// Keyed by `order.id`, so fingerprinted whole.
+impl KeyPart for Order {
+    fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+        (self.id, self.amount).write_key_part(out);
+    }
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

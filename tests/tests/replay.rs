@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use idempotent_core::{
-    Disposition, Error, IdempotencyStore, KeyPart, MemoryStore, idempotent, observe,
+    Disposition, Error, IdempotencyStore, KeyPart, KeyWriter, MemoryStore, idempotent, observe,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -202,6 +202,53 @@ async fn skipped_argument_difference_is_not_a_payload_mismatch() {
         with_skipped_argument(&store, &runs, 1, 99, "trace-a".into()).await,
         Err(Error::PayloadMismatch { .. })
     ));
+}
+
+struct RefundRequest {
+    order_id: u64,
+    amount: u64,
+}
+
+impl KeyPart for RefundRequest {
+    fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+        (self.order_id, self.amount).write_key_part(out);
+    }
+}
+
+#[idempotent(key = "request.order_id", store = store, skip = "runs")]
+async fn refund_request(
+    store: &MemoryStore,
+    runs: &AtomicUsize,
+    request: &RefundRequest,
+) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(request.amount)
+}
+
+#[tokio::test]
+async fn field_path_key_with_a_different_other_field_is_a_payload_mismatch() {
+    let store = MemoryStore::new();
+    let runs = AtomicUsize::new(0);
+    let first = RefundRequest {
+        order_id: 7,
+        amount: 100,
+    };
+    let other_amount = RefundRequest {
+        order_id: 7,
+        amount: 5,
+    };
+
+    assert_eq!(refund_request(&store, &runs, &first).await.unwrap(), 100);
+    let mismatch = refund_request(&store, &runs, &other_amount).await;
+    assert!(
+        matches!(&mismatch, Err(Error::PayloadMismatch { .. })),
+        "the rest of `request` is fingerprinted: {mismatch:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // The original request still replays.
+    let (again, how) = observe(refund_request(&store, &runs, &first)).await;
+    assert_eq!(again.unwrap(), 100);
+    assert_eq!(how, Some(Disposition::Replayed));
 }
 
 static DEFAULT_STORE_RUNS: AtomicUsize = AtomicUsize::new(0);

@@ -2,7 +2,7 @@
 // same forms by `tests/tests/expansion_lints.rs` (trybuild does not run clippy).
 #![deny(warnings, clippy::all)]
 
-use idempotent_core::{Error, IdempotencyStore, KeyPart, MemoryStore, idempotent};
+use idempotent_core::{Error, IdempotencyStore, KeyPart, KeyWriter, MemoryStore, idempotent};
 use std::sync::Arc;
 
 struct Client;
@@ -10,6 +10,13 @@ struct Client;
 struct Order {
     id: u64,
     amount: u64,
+}
+
+// Keyed by `order.id`, so fingerprinted whole.
+impl KeyPart for Order {
+    fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+        (self.id, self.amount).write_key_part(out);
+    }
 }
 
 #[idempotent(key = "order_id, action")]
