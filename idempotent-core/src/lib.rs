@@ -98,6 +98,15 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// duplicates and payload mismatches are returned through it). Free functions, methods taking
 /// `&self`, `&mut self` or `self`, and generic functions are supported.
 ///
+/// The instantiations of a generic function share its keys, and its generic arguments go into
+/// the fingerprint: each type parameter (and each `impl Trait` argument's type) by
+/// [`core::any::type_name`], each const parameter by its value, lifetimes not at all. A call of
+/// another instantiation with the same key, such as `make::<Option<u64>>(3)` after
+/// `make::<u64>(3)`, fails with [`Error::PayloadMismatch`] instead of replaying a value of
+/// another type. The key leaves them out because `type_name` may change between compiler
+/// versions: in the key, an upgrade would run bodies again; in the fingerprint, a retry across
+/// the upgrade is a mismatch, which fails safe.
+///
 /// The value is stored as JSON (`serde_json`), so it must survive a JSON round trip: a value
 /// that does not decode back (a NaN float) fails with [`Error::Encode`] and releases the key
 /// rather than storing a record no replay could read, and `Some(None)` replays as `None`.
@@ -449,6 +458,25 @@ pub mod __private {
         part: &T,
     ) {
         builder.push(name, part);
+    }
+
+    /// A type parameter of the function, by its `type_name`: another instantiation with the
+    /// same key is a payload mismatch. `type_name` is not stable across compiler versions,
+    /// which is why it is in the fingerprint and never in the key: after an upgrade that
+    /// changes it, a retry is a mismatch (it fails safe) rather than a second execution.
+    #[inline]
+    pub fn fingerprint_type<T: ?Sized>(builder: &mut FingerprintBuilder, name: &str) {
+        builder.push(name, ::core::any::type_name::<T>());
+    }
+
+    /// [`fingerprint_type`] for an `impl Trait` argument, whose type has no name to write.
+    #[inline]
+    pub fn fingerprint_type_of_val<T: ?Sized>(
+        builder: &mut FingerprintBuilder,
+        name: &str,
+        _value: &T,
+    ) {
+        fingerprint_type::<T>(builder, name);
     }
 
     pub fn assert_output<R>()

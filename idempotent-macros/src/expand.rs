@@ -74,7 +74,51 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         }
     });
 
-    let fingerprint = if fingerprinted.is_empty() {
+    // The function's generic arguments. The key is the same for every instantiation (a key
+    // derived from `type_name` would change with the compiler and run bodies again after an
+    // upgrade), so they go into the fingerprint: another instantiation with the same key is a
+    // payload mismatch, never a replay of a value of another type. `type_name` may change
+    // between compiler versions too; a retry across such an upgrade is then a mismatch, which
+    // fails safe. Lifetimes do not change what the body computes.
+    let generic_fields: Vec<TokenStream> = sig
+        .generics
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            syn::GenericParam::Type(param) => {
+                let ident = &param.ident;
+                let name = format!("<{}>", ident.unraw());
+                Some(quote! {
+                    #here::fingerprint_type::<#ident>(&mut __idem_fingerprint_builder, #name);
+                })
+            }
+            syn::GenericParam::Const(param) => {
+                let ident = &param.ident;
+                let name = format!("<{}>", ident.unraw());
+                Some(quote! {
+                    #here::fingerprint_part(&mut __idem_fingerprint_builder, #name, &#ident);
+                })
+            }
+            syn::GenericParam::Lifetime(_) => None,
+        })
+        // `impl Trait` arguments are anonymous type parameters: their type is read from the
+        // argument.
+        .chain(sig.inputs.iter().filter_map(|input| match input {
+            syn::FnArg::Typed(typed) if contains_impl_trait(&typed.ty) => match &*typed.pat {
+                syn::Pat::Ident(pat) => {
+                    let ident = &pat.ident;
+                    let name = format!("<impl {}>", ident.unraw());
+                    Some(quote! {
+                        #here::fingerprint_type_of_val(&mut __idem_fingerprint_builder, #name, &#ident);
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        }))
+        .collect();
+
+    let fingerprint = if fingerprinted.is_empty() && generic_fields.is_empty() {
         quote!(#here::Fingerprint::NONE)
     } else {
         let fields = fingerprinted.iter().map(|field| {
@@ -94,6 +138,7 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         quote!({
             let mut __idem_fingerprint_builder = #here::Fingerprint::builder();
             #(#fields)*
+            #(#generic_fields)*
             __idem_fingerprint_builder.finish()
         })
     };
@@ -254,6 +299,18 @@ fn names_anonymous_type(ty: &syn::Type) -> bool {
     fn scan(tokens: TokenStream) -> bool {
         tokens.into_iter().any(|tt| match tt {
             TokenTree::Ident(ident) => ident == "impl" || ident == "dyn",
+            TokenTree::Group(group) => scan(group.stream()),
+            _ => false,
+        })
+    }
+    scan(ty.to_token_stream())
+}
+
+/// Whether a type contains `impl Trait`, which makes the function generic.
+fn contains_impl_trait(ty: &syn::Type) -> bool {
+    fn scan(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tt| match tt {
+            TokenTree::Ident(ident) => ident == "impl",
             TokenTree::Group(group) => scan(group.stream()),
             _ => false,
         })

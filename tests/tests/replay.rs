@@ -379,6 +379,63 @@ async fn generic_function_replays_for_each_instantiation() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+#[idempotent(key = "id", store = store)]
+async fn make<T>(store: &MemoryStore, id: u64) -> Result<T, Error>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let _ = id;
+    Ok(T::default())
+}
+
+#[tokio::test]
+async fn generic_instantiations_do_not_replay_each_others_results() {
+    let store = MemoryStore::new();
+    assert_eq!(make::<u64>(&store, 3).await.unwrap(), 0);
+    // `0` read back as an `Option<u64>` would be `Some(0)`, a value this body never returns.
+    let other = make::<Option<u64>>(&store, 3).await;
+    assert!(
+        matches!(&other, Err(Error::PayloadMismatch { .. })),
+        "another instantiation with the same key must not replay: {other:?}"
+    );
+    // Each instantiation still replays its own record.
+    let (again, how) = observe(make::<u64>(&store, 3)).await;
+    assert_eq!(again.unwrap(), 0);
+    assert_eq!(how, Some(Disposition::Replayed));
+}
+
+#[idempotent(key = "id", store = store)]
+async fn scaled<const FACTOR: u64>(store: &MemoryStore, id: u64) -> Result<u64, Error> {
+    Ok(id * FACTOR)
+}
+
+#[idempotent(key = "id", store = store)]
+async fn labelled(
+    store: &MemoryStore,
+    id: u64,
+    label: impl KeyPart + ToString,
+) -> Result<String, Error> {
+    Ok(format!("{id}-{}", label.to_string()))
+}
+
+#[tokio::test]
+async fn const_and_impl_trait_instantiations_do_not_replay_each_others_results() {
+    let store = MemoryStore::new();
+    assert_eq!(scaled::<2>(&store, 3).await.unwrap(), 6);
+    assert!(matches!(
+        scaled::<3>(&store, 3).await,
+        Err(Error::PayloadMismatch { .. })
+    ));
+
+    // `7u8` and `7u64` encode the same as key parts; the argument's type tells them apart.
+    assert_eq!(labelled(&store, 1, 7_u8).await.unwrap(), "1-7");
+    assert!(matches!(
+        labelled(&store, 1, 7_u64).await,
+        Err(Error::PayloadMismatch { .. })
+    ));
+    assert_eq!(labelled(&store, 1, 7_u8).await.unwrap(), "1-7");
+}
+
 #[tokio::test]
 async fn record_lands_in_the_store_passed_as_argument() {
     let store = MemoryStore::new();

@@ -42,6 +42,13 @@ async fn generic<T: KeyPart + Sync>(id: &T, count: u32) -> Result<u32, Error> {
     Ok(count)
 }
 
+// Generic arguments go into the fingerprint: a const parameter and an `impl Trait` argument.
+#[idempotent(key = "id")]
+async fn scaled<const FACTOR: u64>(id: u64, label: impl KeyPart) -> Result<u64, Error> {
+    let _ = label;
+    Ok(id * FACTOR)
+}
+
 struct Service {
     store: Arc<dyn IdempotencyStore>,
     calls: u32,
@@ -65,6 +72,7 @@ fn main() {
     let _ = key_only;
     let _ = with_store;
     let _ = generic::<u64>;
+    drop(scaled::<2>(1, 0_u8));
     let _ = Service::by_ref;
     let _ = Service::by_mut;
 }
