@@ -91,6 +91,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn charge(order_id: u64, action: &str, amount_cents: u64) -> Result<String, Error> {
 ///     Ok(format!("ch_{order_id}_{action}_{amount_cents}"))
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// The function must return `Result<T, E>` where `T: Serialize + DeserializeOwned` (it is
@@ -146,6 +147,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn refund(request: &Refund) -> Result<u64, Error> {
 ///     Ok(request.amount)
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// ## `ttl = "24h"`
@@ -190,6 +192,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn on_event(store: &MemoryStore, event_id: String) -> Result<(), Error> {
 ///     Ok(())
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// With `&mut self`, a store expression that borrows `self` conflicts with a body that calls
@@ -197,13 +200,34 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `namespace = "orders.charge"`
 ///
-/// Scopes the key. Default for free functions: the module path and function name
-/// (`my_crate::orders::charge`). Methods (functions with a `self` receiver) must set it: two
-/// types in one module may both have a `get`, and an attribute on a method cannot see its
-/// type. Keys survive restarts only as long as the namespace does, so set it explicitly for
-/// functions whose records outlive a deploy that might move or rename them; associated
-/// functions without `self` look like free functions to the attribute, so name theirs too
-/// when another type in the module has one of the same name.
+/// Scopes the key. Keys survive restarts only as long as the namespace does, so set it
+/// explicitly for functions whose records outlive a deploy that might move or rename them.
+///
+/// The default, the module path and function name (`my_crate::orders::charge`), is for a
+/// function that is the module-level item of its name; every other function must name its
+/// namespace, and the compiler checks it. An attribute cannot see what encloses its function,
+/// and without the check two functions with one name and one module would share records:
+/// - methods (a `self` receiver): two types in one module may both have a `get`;
+/// - associated functions without `self`, in an inherent or a trait `impl`, for the same reason;
+/// - functions nested in a function body: `ship_flow` and `refund_flow` may both have a `step`.
+///
+/// ```compile_fail,E0425
+/// use idempotent_core::{Error, idempotent};
+///
+/// async fn ship_flow(order_id: u64) -> Result<u64, Error> {
+///     #[idempotent(key = "order_id")] // error: needs `namespace = "..."`
+///     async fn step(order_id: u64) -> Result<u64, Error> {
+///         Ok(order_id)
+///     }
+///     step(order_id).await
+/// }
+/// # fn main() {}
+/// ```
+///
+/// A function in a `mod` declared inside a function body counts as module-level, but
+/// `module_path!()` leaves the function out: name the namespace of such functions yourself.
+/// Rustdoc wraps a doctest without `fn main` in one, which nests its functions: give such an
+/// example a `# fn main() {}` line or a namespace.
 ///
 /// ## `skip = "db, client"`
 ///
@@ -223,6 +247,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn ship(client: &HttpClient, order_id: u64, address: String) -> Result<u32, Error> {
 ///     Ok(1)
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// ## `on_in_flight = "wait" | "reject"`
@@ -260,16 +285,24 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// # Expands to roughly
 ///
 /// ```ignore
+/// // Without `namespace` only: a hidden constant whose type identifies this expansion.
+/// const __idempotent_without_namespace_charge_must_be_a_module_level_fn: Scope<ID> = Scope;
+///
 /// async fn charge(order_id: u64, action: &str, amount_cents: u64) -> Result<String, Error> {
-///     let key = IdempotencyKey::builder(concat!(module_path!(), "::", "charge"))
+///     // Compiles only where `self::` (the module) finds this expansion's constant, that is
+///     // where `charge` is the module-level item of its name.
+///     module_level::<ID, _>(self::__idempotent_without_namespace_charge_must_be_a_module_level_fn);
+///     const OPTIONS: CallOptions = CallOptions::new()
+///         .ttl(Duration::from_millis(86_400_000));
+///     let namespace = concat!(module_path!(), "::", "charge");
+///     let key = IdempotencyKey::builder(namespace)
 ///         .part(&order_id)
 ///         .part(&action)
 ///         .finish();
+///     // Every other argument, whole (also one the key reads a field of), then the type and
+///     // const arguments of a generic function.
 ///     let fingerprint = Fingerprint::builder().field("amount_cents", &amount_cents).finish();
 ///     let store = default_store();
-///     const OPTIONS: CallOptions = CallOptions::new()
-///         .ttl(Duration::from_millis(86_400_000))
-///         .lease(Duration::from_millis(30_000));
 ///     __private::run::<Result<String, Error>, _>(
 ///         &*store, namespace, key, fingerprint, &OPTIONS,
 ///         async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
@@ -289,6 +322,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn schedule(at: std::time::SystemTime) -> Result<(), Error> {
 ///     Ok(())
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// ```compile_fail
@@ -298,6 +332,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn stamp() -> Result<(), Error> {
 ///     Ok(())
 /// }
+/// # fn main() {}
 /// ```
 #[cfg(feature = "macros")]
 #[doc(inline)]
@@ -478,6 +513,26 @@ pub mod __private {
     ) {
         fingerprint_type::<T>(builder, name);
     }
+
+    /// The identity of one expansion of `#[idempotent]` without `namespace`: the type of a
+    /// hidden constant next to the function. See [`module_level`].
+    pub struct Scope<const ID: u64>;
+
+    /// A function using the default namespace (module path and function name).
+    #[diagnostic::on_unimplemented(
+        message = "`#[idempotent]` without `namespace` must be on a module-level function: this one has the module path and name of the module-level function of the same name, and the default namespace would give both the same records",
+        label = "not the module-level function of this name",
+        note = "nested functions (in a function body) and associated functions are not module-level",
+        note = "add `namespace = \"...\"`, such as `namespace = \"orders.ship.step\"`, to give it records of its own"
+    )]
+    pub trait ModuleLevel<const ID: u64> {}
+    #[diagnostic::do_not_recommend]
+    impl<const ID: u64> ModuleLevel<ID> for Scope<ID> {}
+
+    /// Compiles only where `self::<the function's constant>` is the constant of this expansion:
+    /// where the function is the module-level item of its name.
+    #[inline]
+    pub fn module_level<const ID: u64, S: ModuleLevel<ID>>(_module_item: S) {}
 
     pub fn assert_output<R>()
     where

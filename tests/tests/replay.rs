@@ -116,7 +116,8 @@ macro_rules! falsy_result_replays {
     ($($test:ident: $ty:ty = $value:expr;)*) => {$(
         #[tokio::test]
         async fn $test() {
-            #[idempotent(key = "id", store = store, skip = "runs")]
+            // Nested in each test, so it names its namespace; each test has its own store.
+            #[idempotent(key = "id", store = store, skip = "runs", namespace = "replay.falsy")]
             async fn falsy(store: &MemoryStore, runs: &AtomicUsize, id: u32) -> Result<$ty, Error> {
                 let _ = id;
                 runs.fetch_add(1, Ordering::SeqCst);
@@ -469,4 +470,32 @@ async fn same_named_methods_of_different_types_do_not_share_records() {
     let store = MemoryStore::new();
     assert_eq!(Orders.get(&store, 1).await.unwrap(), "order-1");
     assert_eq!(Refunds.get(&store, 1).await.unwrap(), "refund-1");
+}
+
+async fn ship_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
+    #[idempotent(key = "id", store = store, namespace = "replay.ship_flow.step")]
+    async fn step(store: &MemoryStore, id: u64) -> Result<String, Error> {
+        Ok(format!("shipped-{id}"))
+    }
+    step(store, id).await
+}
+
+async fn refund_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
+    #[idempotent(key = "id", store = store, namespace = "replay.refund_flow.step")]
+    async fn step(store: &MemoryStore, id: u64) -> Result<String, Error> {
+        Ok(format!("refunded-{id}"))
+    }
+    step(store, id).await
+}
+
+#[tokio::test]
+// Without `namespace`, both `step`s would default to `replay::step`; that is a compile error
+// (ui/fail/nested_fn_without_namespace.rs, ui/fail/nested_fn_shadowing_module_fn.rs), so nested
+// functions with the same name never share records.
+async fn nested_functions_with_the_same_name_and_their_own_namespaces_do_not_share_records() {
+    let store = MemoryStore::new();
+    assert_eq!(ship_flow(&store, 1).await.unwrap(), "shipped-1");
+    assert_eq!(refund_flow(&store, 1).await.unwrap(), "refunded-1");
+    assert_eq!(store.len(), 2);
+    assert_eq!(ship_flow(&store, 1).await.unwrap(), "shipped-1");
 }
