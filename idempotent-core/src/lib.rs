@@ -93,12 +93,22 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn charge(order_id: u64, action: &str, amount_cents: u64) -> Result<String, Error> {
 ///     Ok(format!("ch_{order_id}_{action}_{amount_cents}"))
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// The function must return `Result<T, E>` where `T: Serialize + DeserializeOwned` (it is
 /// stored and replayed) and `E: From<idempotent_core::Error>` (store failures, in-flight
 /// duplicates and payload mismatches are returned through it). Free functions, methods taking
 /// `&self`, `&mut self` or `self`, and generic functions are supported.
+///
+/// The instantiations of a generic function share its keys, and its generic arguments go into
+/// the fingerprint: each type parameter (and each `impl Trait` argument's type) by
+/// [`core::any::type_name`], each const parameter by its value, lifetimes not at all. A call of
+/// another instantiation with the same key, such as `make::<Option<u64>>(3)` after
+/// `make::<u64>(3)`, fails with [`Error::PayloadMismatch`] instead of replaying a value of
+/// another type. The key leaves them out because `type_name` may change between compiler
+/// versions: in the key, an upgrade would run bodies again; in the fingerprint, a retry across
+/// the upgrade is a mismatch, which fails safe.
 ///
 /// The value is stored as JSON (`serde_json`), so it must survive a JSON round trip: a value
 /// that does not decode back (a NaN float) fails with [`Error::Encode`] and releases the key
@@ -116,6 +126,34 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// random values and `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over
 /// the namespace and the parts, in order (see [`key`]).
 ///
+/// An argument the key reads through a field (`order` in `key = "order.id"`) is also
+/// fingerprinted whole, so it must implement [`KeyPart`] too: a retry with the same `order.id`
+/// but another `order.amount` is then an [`Error::PayloadMismatch`] instead of a replay of a
+/// result computed for another order. Name it in `skip` when no other field can change the
+/// result. `self` is the exception: it is the service, not the request, and is never
+/// fingerprinted, so `self.tenant_id` in the key is all of `self` that counts.
+///
+/// ```
+/// use idempotent_core::{Error, KeyPart, KeyWriter, idempotent};
+///
+/// struct Refund {
+///     order_id: u64,
+///     amount: u64,
+/// }
+///
+/// impl KeyPart for Refund {
+///     fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+///         (self.order_id, self.amount).write_key_part(out);
+///     }
+/// }
+///
+/// #[idempotent(key = "request.order_id")]
+/// async fn refund(request: &Refund) -> Result<u64, Error> {
+///     Ok(request.amount)
+/// }
+/// # fn main() {}
+/// ```
+///
 /// ## `ttl = "24h"`
 ///
 /// How long a completed result is replayed. Units `ms`, `s`, `m`, `h`, `d`, and compounds such
@@ -126,6 +164,11 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// How long an in-progress claim holds without a heartbeat. While the body runs, the claim is
 /// extended every `lease / 3`, so a long body keeps it; if the process dies, a duplicate takes
 /// over after `lease`. Default `"30s"`.
+///
+/// The shortest lease is `"1s"` (`MIN_LEASE`); a shorter one is a compile error. Each renewal
+/// must reach the store before the lease runs out, and on a loaded machine a lease of a few
+/// milliseconds runs out first: a duplicate would then take over and run the body a second
+/// time.
 ///
 /// ## `store = <expr>`
 ///
@@ -153,6 +196,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn on_event(store: &MemoryStore, event_id: String) -> Result<(), Error> {
 ///     Ok(())
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// With `&mut self`, a store expression that borrows `self` conflicts with a body that calls
@@ -160,21 +204,44 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `namespace = "orders.charge"`
 ///
-/// Scopes the key. Default for free functions: the module path and function name
-/// (`my_crate::orders::charge`). Methods (functions with a `self` receiver) must set it: two
-/// types in one module may both have a `get`, and an attribute on a method cannot see its
-/// type. Keys survive restarts only as long as the namespace does, so set it explicitly for
-/// functions whose records outlive a deploy that might move or rename them; associated
-/// functions without `self` look like free functions to the attribute, so name theirs too
-/// when another type in the module has one of the same name.
+/// Scopes the key. Keys survive restarts only as long as the namespace does, so set it
+/// explicitly for functions whose records outlive a deploy that might move or rename them.
+///
+/// The default, the module path and function name (`my_crate::orders::charge`), is for a
+/// function that is the module-level item of its name; every other function must name its
+/// namespace, and the compiler checks it. An attribute cannot see what encloses its function,
+/// and without the check two functions with one name and one module would share records:
+/// - methods (a `self` receiver): two types in one module may both have a `get`;
+/// - associated functions without `self`, in an inherent or a trait `impl`, for the same reason;
+/// - functions nested in a function body: `ship_flow` and `refund_flow` may both have a `step`.
+///
+/// ```compile_fail,E0425
+/// use idempotent_core::{Error, idempotent};
+///
+/// async fn ship_flow(order_id: u64) -> Result<u64, Error> {
+///     #[idempotent(key = "order_id")] // error: needs `namespace = "..."`
+///     async fn step(order_id: u64) -> Result<u64, Error> {
+///         Ok(order_id)
+///     }
+///     step(order_id).await
+/// }
+/// # fn main() {}
+/// ```
+///
+/// A function in a `mod` declared inside a function body counts as module-level, but
+/// `module_path!()` leaves the function out: name the namespace of such functions yourself.
+/// Rustdoc wraps a doctest without `fn main` in one, which nests its functions: give such an
+/// example a `# fn main() {}` line or a namespace.
 ///
 /// ## `skip = "db, client"`
 ///
-/// Arguments left out of the request fingerprint. Every argument except `self`, the key
-/// arguments and the `store` argument is fingerprinted by default, so a retry with the same key
-/// but, say, a different amount fails with [`Error::PayloadMismatch`] instead of replaying a
-/// result computed for other inputs. Fingerprinted arguments must implement [`KeyPart`]; skip
-/// clients, connection pools and anything that legitimately differs between retries.
+/// Arguments left out of the request fingerprint. Every argument except `self`, the arguments
+/// the key uses whole and the `store` argument is fingerprinted by default (an argument the key
+/// reads through a field included), so a retry with the same key but, say, a different amount
+/// fails with [`Error::PayloadMismatch`] instead of replaying a result computed for other
+/// inputs. Fingerprinted arguments must implement [`KeyPart`]; skip clients, connection pools
+/// and anything that legitimately differs between retries. An argument the key uses whole
+/// cannot be skipped (the key already covers all of it); one it reads through a field can.
 ///
 /// ```
 /// use idempotent_core::{Error, idempotent};
@@ -184,6 +251,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn ship(client: &HttpClient, order_id: u64, address: String) -> Result<u32, Error> {
 ///     Ok(1)
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// ## `on_in_flight = "wait" | "reject"`
@@ -221,16 +289,24 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// # Expands to roughly
 ///
 /// ```ignore
+/// // Without `namespace` only: a hidden constant whose type identifies this expansion.
+/// const __idempotent_without_namespace_charge_must_be_a_module_level_fn: Scope<ID> = Scope;
+///
 /// async fn charge(order_id: u64, action: &str, amount_cents: u64) -> Result<String, Error> {
-///     let key = IdempotencyKey::builder(concat!(module_path!(), "::", "charge"))
+///     // Compiles only where `self::` (the module) finds this expansion's constant, that is
+///     // where `charge` is the module-level item of its name.
+///     module_level::<ID, _>(self::__idempotent_without_namespace_charge_must_be_a_module_level_fn);
+///     const OPTIONS: CallOptions = CallOptions::new()
+///         .ttl(Duration::from_millis(86_400_000));
+///     let namespace = concat!(module_path!(), "::", "charge");
+///     let key = IdempotencyKey::builder(namespace)
 ///         .part(&order_id)
 ///         .part(&action)
 ///         .finish();
+///     // Every other argument, whole (also one the key reads a field of), then the type and
+///     // const arguments of a generic function.
 ///     let fingerprint = Fingerprint::builder().field("amount_cents", &amount_cents).finish();
 ///     let store = default_store();
-///     const OPTIONS: CallOptions = CallOptions::new()
-///         .ttl(Duration::from_millis(86_400_000))
-///         .lease(Duration::from_millis(30_000));
 ///     __private::run::<Result<String, Error>, _>(
 ///         &*store, namespace, key, fingerprint, &OPTIONS,
 ///         async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
@@ -250,6 +326,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn schedule(at: std::time::SystemTime) -> Result<(), Error> {
 ///     Ok(())
 /// }
+/// # fn main() {}
 /// ```
 ///
 /// ```compile_fail
@@ -259,6 +336,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn stamp() -> Result<(), Error> {
 ///     Ok(())
 /// }
+/// # fn main() {}
 /// ```
 #[cfg(feature = "macros")]
 #[doc(inline)]
@@ -374,7 +452,8 @@ pub mod __private {
     #[diagnostic::do_not_recommend]
     impl<E: From<Error>> IdempotentError for E {}
 
-    /// An argument that is fingerprinted (every argument not in `key` or `skip`).
+    /// An argument that is fingerprinted (every argument neither used whole in `key` nor in
+    /// `skip`).
     #[diagnostic::on_unimplemented(
         message = "argument of type `{Self}` is fingerprinted, but `{Self}` is not a `KeyPart`",
         label = "cannot be fingerprinted",
@@ -384,6 +463,18 @@ pub mod __private {
     pub trait FingerprintPart: KeyPart {}
     #[diagnostic::do_not_recommend]
     impl<T: KeyPart + ?Sized> FingerprintPart for T {}
+
+    /// An argument the key reads through a field (`key = "order.id"`): the rest of it is
+    /// fingerprinted.
+    #[diagnostic::on_unimplemented(
+        message = "an argument of type `{Self}` is keyed by one of its fields, and the rest of it is fingerprinted so a retry with other fields is rejected, but `{Self}` is not a `KeyPart`",
+        label = "keyed by a field, fingerprinted whole",
+        note = "implement `idempotent_core::KeyPart` for `{Self}`",
+        note = "or leave the rest out with `skip = \"<argument>\"` if no other field can change the result"
+    )]
+    pub trait FieldKeyedPart: KeyPart {}
+    #[diagnostic::do_not_recommend]
+    impl<T: KeyPart + ?Sized> FieldKeyedPart for T {}
 
     #[inline]
     pub fn key_part<T: KeyPart + ?Sized>(builder: &mut KeyBuilder, part: &T) {
@@ -398,6 +489,54 @@ pub mod __private {
     ) {
         builder.push(name, part);
     }
+
+    #[inline]
+    pub fn fingerprint_field_keyed<T: FieldKeyedPart + ?Sized>(
+        builder: &mut FingerprintBuilder,
+        name: &str,
+        part: &T,
+    ) {
+        builder.push(name, part);
+    }
+
+    /// A type parameter of the function, by its `type_name`: another instantiation with the
+    /// same key is a payload mismatch. `type_name` is not stable across compiler versions,
+    /// which is why it is in the fingerprint and never in the key: after an upgrade that
+    /// changes it, a retry is a mismatch (it fails safe) rather than a second execution.
+    #[inline]
+    pub fn fingerprint_type<T: ?Sized>(builder: &mut FingerprintBuilder, name: &str) {
+        builder.push(name, ::core::any::type_name::<T>());
+    }
+
+    /// [`fingerprint_type`] for an `impl Trait` argument, whose type has no name to write.
+    #[inline]
+    pub fn fingerprint_type_of_val<T: ?Sized>(
+        builder: &mut FingerprintBuilder,
+        name: &str,
+        _value: &T,
+    ) {
+        fingerprint_type::<T>(builder, name);
+    }
+
+    /// The identity of one expansion of `#[idempotent]` without `namespace`: the type of a
+    /// hidden constant next to the function. See [`module_level`].
+    pub struct Scope<const ID: u64>;
+
+    /// A function using the default namespace (module path and function name).
+    #[diagnostic::on_unimplemented(
+        message = "`#[idempotent]` without `namespace` must be on a module-level function: this one has the module path and name of the module-level function of the same name, and the default namespace would give both the same records",
+        label = "not the module-level function of this name",
+        note = "nested functions (in a function body) and associated functions are not module-level",
+        note = "add `namespace = \"...\"`, such as `namespace = \"orders.ship.step\"`, to give it records of its own"
+    )]
+    pub trait ModuleLevel<const ID: u64> {}
+    #[diagnostic::do_not_recommend]
+    impl<const ID: u64> ModuleLevel<ID> for Scope<ID> {}
+
+    /// Compiles only where `self::<the function's constant>` is the constant of this expansion:
+    /// where the function is the module-level item of its name.
+    #[inline]
+    pub fn module_level<const ID: u64, S: ModuleLevel<ID>>(_module_item: S) {}
 
     pub fn assert_output<R>()
     where

@@ -216,6 +216,14 @@ pub(crate) struct Param {
     pub(crate) ty: Type,
 }
 
+/// An argument that goes into the request fingerprint.
+pub(crate) struct Fingerprinted {
+    pub(crate) param: Param,
+    /// Whether the key reads a field of it (`order.id`): it is then fingerprinted whole, and a
+    /// type that is not a `KeyPart` gets a message that says why.
+    pub(crate) field_keyed: bool,
+}
+
 /// Whether the on-in-flight policy is to wait or to reject.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum InFlight {
@@ -227,7 +235,7 @@ pub(crate) enum InFlight {
 pub(crate) struct Config {
     pub(crate) krate: syn::Path,
     pub(crate) key: Vec<KeyPart>,
-    pub(crate) fingerprinted: Vec<Param>,
+    pub(crate) fingerprinted: Vec<Fingerprinted>,
     /// `None`: the runtime's default (`CallOptions::new()`), which the macro does not repeat.
     pub(crate) ttl_ms: Option<u64>,
     pub(crate) lease_ms: Option<u64>,
@@ -373,13 +381,22 @@ impl Config {
             }
             Some(literal) => parse_key(literal, &params, &names, &mut errors),
         };
-        // Every argument the key reads from, whole (`order_id`) or through a field
-        // (`order.id`). None of them is fingerprinted: the key already identifies the request
-        // by them, and an argument keyed by a field is typically a request struct that is not
-        // a `KeyPart` as a whole.
+        // The arguments the key uses whole (`order_id`): the key covers all of them, so they
+        // are not fingerprinted.
         let keyed: Vec<String> = key
             .iter()
+            .filter_map(|part| part.param.as_ref())
+            .map(|param| param.ident.unraw().to_string())
+            .collect();
+        // The arguments the key reads through a field (`order.id`), other than `self`. The key
+        // covers that field only: the rest of the argument is fingerprinted like any other
+        // argument, so a retry with the same `order.id` but another `order.amount` is a payload
+        // mismatch rather than a replay of a result computed for other inputs.
+        let field_keyed: Vec<String> = key
+            .iter()
+            .filter(|part| part.param.is_none())
             .filter_map(|part| key_root(&part.expr).ok())
+            .filter(|root| root != "self" && !keyed.contains(root))
             .collect();
 
         let ttl_ms = args
@@ -389,7 +406,7 @@ impl Config {
         let lease_ms = args
             .lease
             .as_ref()
-            .map(|literal| parse_duration_option(literal, "lease", "30s", &mut errors));
+            .map(|literal| parse_lease(literal, &mut errors));
 
         let mut skipped: Vec<String> = Vec::new();
         if let Some(literal) = &args.skip {
@@ -517,6 +534,7 @@ impl Config {
             if keyed.contains(&name) || is_store || skipped.contains(&name) {
                 continue;
             }
+            let field_keyed = field_keyed.contains(&name);
             if let Some((offender, unstable)) = unstable_type(&param.ty) {
                 let mut skip = skipped.clone();
                 skip.push(name.clone());
@@ -533,7 +551,7 @@ impl Config {
                 };
                 errors.push(syn::Error::new_spanned(offender, message));
             }
-            fingerprinted.push(param);
+            fingerprinted.push(Fingerprinted { param, field_keyed });
         }
 
         // Key arguments with a type that can never be deterministic get a precise message
@@ -804,6 +822,34 @@ fn parse_duration_option(literal: &LitStr, name: &str, example: &str, errors: &m
                 format!("invalid `{name}`: {problem}, such as `{name} = \"{example}\"`"),
             ));
             1
+        }
+    }
+}
+
+/// The shortest `lease` the attribute accepts, in milliseconds: the same value as the
+/// runtime's `idempotent_core::MIN_LEASE` (one second), which refuses shorter leases at run time.
+/// The heartbeat renews a claim every `lease / 3`; a shorter lease runs out on a loaded machine
+/// before the renewal reaches the store, and a duplicate then runs the body a second time.
+const MIN_LEASE_MS: u64 = 1_000;
+
+/// `lease`: a duration of at least [`MIN_LEASE_MS`].
+fn parse_lease(literal: &LitStr, errors: &mut Errors) -> u64 {
+    match parse_duration_ms(&literal.value()) {
+        Ok(ms) if ms >= MIN_LEASE_MS => ms,
+        // Zero is below the minimum too: one message says what to write.
+        Ok(_) => {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                "`lease` must be at least 1s: the heartbeat renews the claim every lease/3 and must reach the store before it runs out, even on a loaded machine; write `lease = \"1s\"` or longer",
+            ));
+            MIN_LEASE_MS
+        }
+        Err(problem) => {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                format!("invalid `lease`: {problem}, such as `lease = \"30s\"`"),
+            ));
+            MIN_LEASE_MS
         }
     }
 }

@@ -45,12 +45,19 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
     let private = |span: Span| respan(quote!(#krate::__private), span);
     let here = quote!(#krate::__private);
 
-    let namespace = match namespace {
-        Some(literal) => quote!(#literal),
+    let (namespace, scope) = match namespace {
+        Some(literal) => (quote!(#literal), None),
         None => {
             let name = sig.ident.unraw().to_string();
-            quote!(::core::concat!(::core::module_path!(), "::", #name))
+            (
+                quote!(::core::concat!(::core::module_path!(), "::", #name)),
+                Some(ModuleLevelCheck::new(&attrs, &sig, &block, &krate)),
+            )
         }
+    };
+    let (scope_item, scope_check) = match &scope {
+        Some(scope) => (Some(&scope.item), Some(&scope.check)),
+        None => (None, None),
     };
 
     let key_parts = key.iter().map(|part| match &part.param {
@@ -74,22 +81,71 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         }
     });
 
-    let fingerprint = if fingerprinted.is_empty() {
+    // The function's generic arguments. The key is the same for every instantiation (a key
+    // derived from `type_name` would change with the compiler and run bodies again after an
+    // upgrade), so they go into the fingerprint: another instantiation with the same key is a
+    // payload mismatch, never a replay of a value of another type. `type_name` may change
+    // between compiler versions too; a retry across such an upgrade is then a mismatch, which
+    // fails safe. Lifetimes do not change what the body computes.
+    let generic_fields: Vec<TokenStream> = sig
+        .generics
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            syn::GenericParam::Type(param) => {
+                let ident = &param.ident;
+                let name = format!("<{}>", ident.unraw());
+                Some(quote! {
+                    #here::fingerprint_type::<#ident>(&mut __idem_fingerprint_builder, #name);
+                })
+            }
+            syn::GenericParam::Const(param) => {
+                let ident = &param.ident;
+                let name = format!("<{}>", ident.unraw());
+                Some(quote! {
+                    #here::fingerprint_part(&mut __idem_fingerprint_builder, #name, &#ident);
+                })
+            }
+            syn::GenericParam::Lifetime(_) => None,
+        })
+        // `impl Trait` arguments are anonymous type parameters: their type is read from the
+        // argument.
+        .chain(sig.inputs.iter().filter_map(|input| match input {
+            syn::FnArg::Typed(typed) if contains_impl_trait(&typed.ty) => match &*typed.pat {
+                syn::Pat::Ident(pat) => {
+                    let ident = &pat.ident;
+                    let name = format!("<impl {}>", ident.unraw());
+                    Some(quote! {
+                        #here::fingerprint_type_of_val(&mut __idem_fingerprint_builder, #name, &#ident);
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        }))
+        .collect();
+
+    let fingerprint = if fingerprinted.is_empty() && generic_fields.is_empty() {
         quote!(#here::Fingerprint::NONE)
     } else {
-        let fields = fingerprinted.iter().map(|param| {
-            let name = param.ident.unraw().to_string();
-            let part = PartArg::new(param);
+        let fields = fingerprinted.iter().map(|field| {
+            let name = field.param.ident.unraw().to_string();
+            let part = PartArg::new(&field.param);
             let path = private(part.first);
-            let call = part.call(
-                quote!(#path::fingerprint_part),
-                quote!(&mut __idem_fingerprint_builder, #name,),
-            );
+            // An argument keyed by one of its fields has its own bound, whose message says why
+            // the rest of it is fingerprinted.
+            let function = if field.field_keyed {
+                quote!(#path::fingerprint_field_keyed)
+            } else {
+                quote!(#path::fingerprint_part)
+            };
+            let call = part.call(function, quote!(&mut __idem_fingerprint_builder, #name,));
             quote_spanned!(part.last=> #call;)
         });
         quote!({
             let mut __idem_fingerprint_builder = #here::Fingerprint::builder();
             #(#fields)*
+            #(#generic_fields)*
             __idem_fingerprint_builder.finish()
         })
     };
@@ -173,8 +229,10 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
     let lease = lease_ms.map(|ms| quote!(.lease(#here::Duration::from_millis(#ms))));
 
     quote! {
+        #scope_item
         #(#attrs)*
         #vis #sig {
+            #scope_check
             const __IDEM_OPTIONS: #here::CallOptions = #here::CallOptions::new()
                 #ttl
                 #lease
@@ -191,6 +249,91 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
             #run
         }
     }
+}
+
+/// The check that a function using the default namespace (module path and function name) is
+/// the module-level item of its name. A nested function (in a function body) or an associated
+/// function has the same default namespace as the module-level function of its name, and would
+/// share its records; the attribute cannot see what encloses the function, so the compiler
+/// checks it:
+///
+/// - next to the function, a hidden constant named after it, whose type carries a number that
+///   identifies this expansion: `const __idempotent_without_namespace_<name>_must_be_a_module_level_fn:
+///   Scope<ID>`;
+/// - in the body, `module_level::<ID, _>(self::<that constant>)`.
+///
+/// `self::` is the enclosing module. For a module-level function it finds this expansion's own
+/// constant. For a nested function it finds nothing (the constant is in the enclosing block: a
+/// resolution error whose text, the constant's name, says what is wrong) or the constant of the
+/// module-level function of the same name, whose number differs (the message of
+/// `__private::ModuleLevel`). In an `impl` the constant is an associated item that `self::`
+/// never finds, with the same two outcomes, so associated functions without `self` name their
+/// namespace like methods do.
+///
+/// The number is a hash of the function's tokens and of its name's span (the position in the
+/// source), so two same-named functions in one module get different numbers, even when a
+/// `macro_rules!` writes the same tokens twice; the same source always gives the same number,
+/// so builds stay reproducible. It is never persisted (only this expansion compares it with
+/// itself), so another compiler version may render tokens or spans differently without
+/// consequence. `core::any::type_name` of a local item would also tell nested functions apart,
+/// but its output is not stable across compiler versions, and a namespace is persisted.
+struct ModuleLevelCheck {
+    item: TokenStream,
+    check: TokenStream,
+}
+
+impl ModuleLevelCheck {
+    fn new(
+        attrs: &[syn::Attribute],
+        sig: &syn::Signature,
+        block: &syn::Block,
+        krate: &syn::Path,
+    ) -> Self {
+        let name = &sig.ident;
+        // The constant lives where the function's name lives (same hygiene, including in
+        // `macro_rules!` expansions) and errors about it point at the name.
+        let span = name.span();
+        let constant = Ident::new(
+            &format!(
+                "__idempotent_without_namespace_{}_must_be_a_module_level_fn",
+                name.unraw()
+            ),
+            span,
+        );
+        let id = fnv1a(&[
+            name.unraw().to_string().as_bytes(),
+            format!("{span:?}").as_bytes(),
+            sig.to_token_stream().to_string().as_bytes(),
+            block.to_token_stream().to_string().as_bytes(),
+        ]);
+        let id = proc_macro2::Literal::u64_suffixed(id);
+        let private = respan(quote!(#krate::__private), span);
+        // `#[cfg]` on the function applies to its constant too: two cfg-gated variants of one
+        // function must not define two constants.
+        let cfgs = attrs.iter().filter(|attr| attr.path().is_ident("cfg"));
+        let item = quote_spanned! {span=>
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[allow(dead_code, non_upper_case_globals)]
+            const #constant: #private::Scope<#id> = #private::Scope;
+        };
+        let check = quote_spanned! {span=>
+            #private::module_level::<#id, _>(self::#constant);
+        };
+        ModuleLevelCheck { item, check }
+    }
+}
+
+/// 64-bit FNV-1a over the concatenation of `parts`, each followed by a separator.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 /// A parameter passed as `&T` to a `__private` helper generic over `T`, where `T` is the
@@ -249,6 +392,18 @@ fn names_anonymous_type(ty: &syn::Type) -> bool {
     fn scan(tokens: TokenStream) -> bool {
         tokens.into_iter().any(|tt| match tt {
             TokenTree::Ident(ident) => ident == "impl" || ident == "dyn",
+            TokenTree::Group(group) => scan(group.stream()),
+            _ => false,
+        })
+    }
+    scan(ty.to_token_stream())
+}
+
+/// Whether a type contains `impl Trait`, which makes the function generic.
+fn contains_impl_trait(ty: &syn::Type) -> bool {
+    fn scan(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tt| match tt {
+            TokenTree::Ident(ident) => ident == "impl",
             TokenTree::Group(group) => scan(group.stream()),
             _ => false,
         })

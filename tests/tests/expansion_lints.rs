@@ -4,7 +4,7 @@
 //! clippy), and the tests below run each form once.
 #![deny(warnings, clippy::all)]
 
-use idempotent_core::{Error, IdempotencyStore, KeyPart, MemoryStore, idempotent};
+use idempotent_core::{Error, IdempotencyStore, KeyPart, KeyWriter, MemoryStore, idempotent};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -13,6 +13,13 @@ struct Client;
 struct Order {
     id: u64,
     amount: u64,
+}
+
+// Keyed by `order.id`, so fingerprinted whole.
+impl KeyPart for Order {
+    fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+        (self.id, self.amount).write_key_part(out);
+    }
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +75,13 @@ async fn impl_trait(id: impl KeyPart + Send, extra: &impl KeyPart) -> Result<u8,
     Ok(1)
 }
 
+// Generic arguments go into the fingerprint: a const parameter and an `impl Trait` argument.
+#[idempotent(key = "id")]
+async fn scaled<const FACTOR: u64>(id: u64, label: impl KeyPart) -> Result<u64, Error> {
+    let _ = label;
+    Ok(id * FACTOR)
+}
+
 struct Service {
     store: Arc<dyn IdempotencyStore>,
     tenant: String,
@@ -116,6 +130,7 @@ async fn every_form_runs_and_replays() -> Result<(), Error> {
         Err(StoredError::Idempotency(_))
     ));
     assert_eq!(impl_trait(1_u8, &2_u16).await?, 1);
+    assert_eq!(scaled::<2>(3, "a").await?, 6);
 
     let mut service = Service {
         store: Arc::new(MemoryStore::new()),

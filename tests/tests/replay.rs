@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use idempotent_core::{
-    Disposition, Error, IdempotencyStore, KeyPart, MemoryStore, idempotent, observe,
+    Disposition, Error, IdempotencyStore, KeyPart, KeyWriter, MemoryStore, idempotent, observe,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,8 @@ macro_rules! falsy_result_replays {
     ($($test:ident: $ty:ty = $value:expr;)*) => {$(
         #[tokio::test]
         async fn $test() {
-            #[idempotent(key = "id", store = store, skip = "runs")]
+            // Nested in each test, so it names its namespace; each test has its own store.
+            #[idempotent(key = "id", store = store, skip = "runs", namespace = "replay.falsy")]
             async fn falsy(store: &MemoryStore, runs: &AtomicUsize, id: u32) -> Result<$ty, Error> {
                 let _ = id;
                 runs.fetch_add(1, Ordering::SeqCst);
@@ -202,6 +203,53 @@ async fn skipped_argument_difference_is_not_a_payload_mismatch() {
         with_skipped_argument(&store, &runs, 1, 99, "trace-a".into()).await,
         Err(Error::PayloadMismatch { .. })
     ));
+}
+
+struct RefundRequest {
+    order_id: u64,
+    amount: u64,
+}
+
+impl KeyPart for RefundRequest {
+    fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+        (self.order_id, self.amount).write_key_part(out);
+    }
+}
+
+#[idempotent(key = "request.order_id", store = store, skip = "runs")]
+async fn refund_request(
+    store: &MemoryStore,
+    runs: &AtomicUsize,
+    request: &RefundRequest,
+) -> Result<u64, Error> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(request.amount)
+}
+
+#[tokio::test]
+async fn field_path_key_with_a_different_other_field_is_a_payload_mismatch() {
+    let store = MemoryStore::new();
+    let runs = AtomicUsize::new(0);
+    let first = RefundRequest {
+        order_id: 7,
+        amount: 100,
+    };
+    let other_amount = RefundRequest {
+        order_id: 7,
+        amount: 5,
+    };
+
+    assert_eq!(refund_request(&store, &runs, &first).await.unwrap(), 100);
+    let mismatch = refund_request(&store, &runs, &other_amount).await;
+    assert!(
+        matches!(&mismatch, Err(Error::PayloadMismatch { .. })),
+        "the rest of `request` is fingerprinted: {mismatch:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // The original request still replays.
+    let (again, how) = observe(refund_request(&store, &runs, &first)).await;
+    assert_eq!(again.unwrap(), 100);
+    assert_eq!(how, Some(Disposition::Replayed));
 }
 
 static DEFAULT_STORE_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -332,6 +380,63 @@ async fn generic_function_replays_for_each_instantiation() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+#[idempotent(key = "id", store = store)]
+async fn make<T>(store: &MemoryStore, id: u64) -> Result<T, Error>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let _ = id;
+    Ok(T::default())
+}
+
+#[tokio::test]
+async fn generic_instantiations_do_not_replay_each_others_results() {
+    let store = MemoryStore::new();
+    assert_eq!(make::<u64>(&store, 3).await.unwrap(), 0);
+    // `0` read back as an `Option<u64>` would be `Some(0)`, a value this body never returns.
+    let other = make::<Option<u64>>(&store, 3).await;
+    assert!(
+        matches!(&other, Err(Error::PayloadMismatch { .. })),
+        "another instantiation with the same key must not replay: {other:?}"
+    );
+    // Each instantiation still replays its own record.
+    let (again, how) = observe(make::<u64>(&store, 3)).await;
+    assert_eq!(again.unwrap(), 0);
+    assert_eq!(how, Some(Disposition::Replayed));
+}
+
+#[idempotent(key = "id", store = store)]
+async fn scaled<const FACTOR: u64>(store: &MemoryStore, id: u64) -> Result<u64, Error> {
+    Ok(id * FACTOR)
+}
+
+#[idempotent(key = "id", store = store)]
+async fn labelled(
+    store: &MemoryStore,
+    id: u64,
+    label: impl KeyPart + ToString,
+) -> Result<String, Error> {
+    Ok(format!("{id}-{}", label.to_string()))
+}
+
+#[tokio::test]
+async fn const_and_impl_trait_instantiations_do_not_replay_each_others_results() {
+    let store = MemoryStore::new();
+    assert_eq!(scaled::<2>(&store, 3).await.unwrap(), 6);
+    assert!(matches!(
+        scaled::<3>(&store, 3).await,
+        Err(Error::PayloadMismatch { .. })
+    ));
+
+    // `7u8` and `7u64` encode the same as key parts; the argument's type tells them apart.
+    assert_eq!(labelled(&store, 1, 7_u8).await.unwrap(), "1-7");
+    assert!(matches!(
+        labelled(&store, 1, 7_u64).await,
+        Err(Error::PayloadMismatch { .. })
+    ));
+    assert_eq!(labelled(&store, 1, 7_u8).await.unwrap(), "1-7");
+}
+
 #[tokio::test]
 async fn record_lands_in_the_store_passed_as_argument() {
     let store = MemoryStore::new();
@@ -365,4 +470,32 @@ async fn same_named_methods_of_different_types_do_not_share_records() {
     let store = MemoryStore::new();
     assert_eq!(Orders.get(&store, 1).await.unwrap(), "order-1");
     assert_eq!(Refunds.get(&store, 1).await.unwrap(), "refund-1");
+}
+
+async fn ship_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
+    #[idempotent(key = "id", store = store, namespace = "replay.ship_flow.step")]
+    async fn step(store: &MemoryStore, id: u64) -> Result<String, Error> {
+        Ok(format!("shipped-{id}"))
+    }
+    step(store, id).await
+}
+
+async fn refund_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
+    #[idempotent(key = "id", store = store, namespace = "replay.refund_flow.step")]
+    async fn step(store: &MemoryStore, id: u64) -> Result<String, Error> {
+        Ok(format!("refunded-{id}"))
+    }
+    step(store, id).await
+}
+
+#[tokio::test]
+// Without `namespace`, both `step`s would default to `replay::step`; that is a compile error
+// (ui/fail/nested_fn_without_namespace.rs, ui/fail/nested_fn_shadowing_module_fn.rs), so nested
+// functions with the same name never share records.
+async fn nested_functions_with_the_same_name_and_their_own_namespaces_do_not_share_records() {
+    let store = MemoryStore::new();
+    assert_eq!(ship_flow(&store, 1).await.unwrap(), "shipped-1");
+    assert_eq!(refund_flow(&store, 1).await.unwrap(), "refunded-1");
+    assert_eq!(store.len(), 2);
+    assert_eq!(ship_flow(&store, 1).await.unwrap(), "shipped-1");
 }

@@ -7,7 +7,8 @@ struct Order {
     amount: u64,
 }
 
-#[idempotent(key = "order.id")]
+// `skip` keeps this case about the field: `Order` as a whole is not a `KeyPart` either.
+#[idempotent(key = "order.id", skip = "order")]
 async fn charge(order: &Order) -> Result<u64, Error> {
     Ok(order.id.0 + order.amount)
 }

@@ -2,7 +2,7 @@
 // same forms by `tests/tests/expansion_lints.rs` (trybuild does not run clippy).
 #![deny(warnings, clippy::all)]
 
-use idempotent_core::{Error, IdempotencyStore, KeyPart, MemoryStore, idempotent};
+use idempotent_core::{Error, IdempotencyStore, KeyPart, KeyWriter, MemoryStore, idempotent};
 use std::sync::Arc;
 
 struct Client;
@@ -10,6 +10,13 @@ struct Client;
 struct Order {
     id: u64,
     amount: u64,
+}
+
+// Keyed by `order.id`, so fingerprinted whole.
+impl KeyPart for Order {
+    fn write_key_part(&self, out: &mut KeyWriter<'_>) {
+        (self.id, self.amount).write_key_part(out);
+    }
 }
 
 #[idempotent(key = "order_id, action")]
@@ -35,6 +42,13 @@ async fn generic<T: KeyPart + Sync>(id: &T, count: u32) -> Result<u32, Error> {
     Ok(count)
 }
 
+// Generic arguments go into the fingerprint: a const parameter and an `impl Trait` argument.
+#[idempotent(key = "id")]
+async fn scaled<const FACTOR: u64>(id: u64, label: impl KeyPart) -> Result<u64, Error> {
+    let _ = label;
+    Ok(id * FACTOR)
+}
+
 struct Service {
     store: Arc<dyn IdempotencyStore>,
     calls: u32,
@@ -58,6 +72,7 @@ fn main() {
     let _ = key_only;
     let _ = with_store;
     let _ = generic::<u64>;
+    drop(scaled::<2>(1, 0_u8));
     let _ = Service::by_ref;
     let _ = Service::by_mut;
 }

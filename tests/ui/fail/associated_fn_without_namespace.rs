@@ -1,0 +1,14 @@
+use idempotent_core::{Error, idempotent};
+
+struct Orders;
+
+impl Orders {
+    #[idempotent(key = "id")]
+    async fn create(id: u64) -> Result<u64, Error> {
+        Ok(id)
+    }
+}
+
+fn main() {
+    let _ = Orders::create;
+}
