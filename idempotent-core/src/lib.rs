@@ -165,7 +165,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// extended every `lease / 3`, so a long body keeps it; if the process dies, a duplicate takes
 /// over after `lease`. Default `"30s"`.
 ///
-/// The shortest lease is `"1s"` (`MIN_LEASE`); a shorter one is a compile error. Each renewal
+/// The shortest lease is `"1s"` ([`MIN_LEASE`]); a shorter one is a compile error. Each renewal
 /// must reach the store before the lease runs out, and on a loaded machine a lease of a few
 /// milliseconds runs out first: a duplicate would then take over and run the body a second
 /// time.
