@@ -370,7 +370,6 @@ pub fn default_store() -> Arc<dyn IdempotencyStore> {
 #[doc(hidden)]
 pub mod __private {
     use std::future::Future;
-    use std::sync::Arc;
 
     pub use crate::key::{Fingerprint, FingerprintBuilder, IdempotencyKey, KeyBuilder};
     pub use crate::{
@@ -396,15 +395,6 @@ pub mod __private {
     impl AsStore for dyn IdempotencyStore {
         fn __idempotent_as_store(&self) -> &dyn IdempotencyStore {
             self
-        }
-    }
-
-    impl<S: IdempotencyStore + ?Sized> AsStore for Arc<S>
-    where
-        S: AsStore,
-    {
-        fn __idempotent_as_store(&self) -> &dyn IdempotencyStore {
-            (**self).__idempotent_as_store()
         }
     }
 
