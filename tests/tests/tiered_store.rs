@@ -1,5 +1,6 @@
 //! `TieredStore` against live PostgreSQL and Redis: the conformance suite, replays served from
-//! the cache, and a cache that can be wrong or gone without changing any decision.
+//! the cache, cache entries that never outlive their record or cross into another store's
+//! table, and a cache that can be wrong or gone without changing any decision.
 
 #![cfg(feature = "tiered")]
 
@@ -11,8 +12,11 @@ use std::time::Duration;
 
 use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
-use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe};
-use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, TieredStore, idempotent};
+use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::{
+    Call, CallOptions, Error, IdempotencyStore, PostgresStore, TieredStore, idempotent,
+};
 use support::postgres::{DropTables, connect};
 use support::redis_server::redis_cli;
 
@@ -33,13 +37,19 @@ impl Drop for DeleteCacheKeys {
 async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
     let (durable, tables) = connect(prefix, 16).await?;
     let cache_prefix = support::unique_name(prefix);
+    let store = tiered_on(durable, &cache_prefix).await?;
+    Some((store, (tables, DeleteCacheKeys(cache_prefix))))
+}
+
+/// A tiered store on `durable`, caching under `cache_prefix` (the caller deletes the keys).
+async fn tiered_on(durable: PostgresStore, cache_prefix: &str) -> Option<TieredStore> {
     let url = support::redis_url();
     match TieredStore::builder()
-        .cache_prefix(&cache_prefix)
+        .cache_prefix(cache_prefix)
         .connect(durable, &url)
         .await
     {
-        Ok(store) => Some((store, (tables, DeleteCacheKeys(cache_prefix)))),
+        Ok(store) => Some(store),
         Err(error) => support::unavailable("Redis", &url, error),
     }
 }
@@ -200,4 +210,218 @@ async fn one_thousand_concurrent_duplicates_run_the_body_once() {
         assert_eq!(task.await.expect("task").expect("call"), 42);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// One call on `("tiered", "k")` with `fingerprint`, whose body returns `value`: the value it
+/// got and whether it was replayed.
+async fn call_k(store: &TieredStore, fingerprint: Fingerprint, value: &str) -> (String, bool) {
+    let outcome = Call::new(store, "tiered", "k")
+        .fingerprint(fingerprint)
+        .options(CallOptions::new().ttl(Duration::from_secs(600)))
+        .run(async { Ok::<String, Error>(value.to_owned()) })
+        .await
+        .expect("call");
+    let replayed = outcome.is_replayed();
+    (outcome.value, replayed)
+}
+
+/// Two tiered stores over different tables, sharing one Redis server and one cache prefix:
+/// the same scope, key and fingerprint in each must replay each table's own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_stores_over_different_tables_do_not_share_cache_entries() {
+    let Some((first_durable, first_table)) = connect("idem_tiered_tab_a", 4).await else {
+        return;
+    };
+    let Some((second_durable, second_table)) = connect("idem_tiered_tab_b", 4).await else {
+        return;
+    };
+    let cache_prefix = support::unique_name("idem_tiered_shared");
+    let _guards = (
+        first_table,
+        second_table,
+        DeleteCacheKeys(cache_prefix.clone()),
+    );
+    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+        return;
+    };
+    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
+        return;
+    };
+    assert_ne!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    // The first store completes and back-fills its result...
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    // ...which the second store, whose table has no record of the key, must not replay.
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("two".into(), false),
+        "the second store replayed the first store's cached result"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            call_k(&second, fingerprint, "two").await,
+            ("two".into(), true)
+        );
+        assert_eq!(
+            call_k(&first, fingerprint, "one").await,
+            ("one".into(), true)
+        );
+    }
+}
+
+/// Cache keys name the table that decides, not the spelling of its name: a store configured
+/// with `table` and one with `public.table` share entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_stores_over_one_table_share_cache_entries() {
+    let Some((durable, tables)) = connect("idem_tiered_one", 4).await else {
+        return;
+    };
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(durable.pool())
+        .await
+        .expect("current_schema");
+    let qualified = PostgresStore::builder()
+        .table(format!("{schema}.{}", durable.table()))
+        .build(durable.pool().clone())
+        .expect("qualified store");
+    let cache_prefix = support::unique_name("idem_tiered_one");
+    let _guards = (tables, DeleteCacheKeys(cache_prefix.clone()));
+    let Some(first) = tiered_on(durable, &cache_prefix).await else {
+        return;
+    };
+    let Some(second) = tiered_on(qualified, &cache_prefix).await else {
+        return;
+    };
+    assert_eq!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("one".into(), true)
+    );
+}
+
+/// Drops a database when the test ends, on a connection and a runtime of its own.
+struct DropDatabase {
+    url: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut connection = PgConnection::connect(&url).await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut connection)
+                .await?;
+                connection.close().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database: {error}");
+        }
+    }
+}
+
+/// Two tiered stores over tables of the same name in two databases of one server, sharing
+/// one Redis server and one cache prefix: each replays its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_stores_over_different_databases_do_not_share_cache_entries() {
+    let Some((first_durable, first_table)) = connect("idem_tiered_db", 4).await else {
+        return;
+    };
+    let url = support::postgres_url();
+    let database = support::unique_name("idem_tiered_db");
+    {
+        let mut admin = PgConnection::connect(&url).await.expect("connect");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create the second database");
+        let _ = admin.close().await;
+    }
+    let _database = DropDatabase {
+        url: url.clone(),
+        name: database.clone(),
+    };
+    let options: PgConnectOptions = url.parse().expect("postgres url");
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.database(&database))
+        .await
+        .expect("connect to the second database");
+    let second_durable = PostgresStore::builder()
+        .table(first_durable.table())
+        .build(pool.clone())
+        .expect("store in the second database");
+    second_durable.migrate().await.expect("migrate");
+    let cache_prefix = support::unique_name("idem_tiered_db");
+    let _guards = (first_table, DeleteCacheKeys(cache_prefix.clone()));
+    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+        return;
+    };
+    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
+        return;
+    };
+    assert_ne!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("two".into(), false),
+        "the second store replayed the first store's cached result"
+    );
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("two".into(), true)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    drop((first, second));
+    pool.close().await;
 }
