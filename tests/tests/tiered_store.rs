@@ -14,8 +14,9 @@ use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{
-    Call, CallOptions, Error, IdempotencyStore, PostgresStore, TieredStore, idempotent,
+    Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore, idempotent,
 };
 use support::postgres::{DropTables, connect};
 use support::redis_server::redis_cli;
@@ -51,6 +52,27 @@ async fn tiered_on(durable: PostgresStore, cache_prefix: &str) -> Option<TieredS
     {
         Ok(store) => Some(store),
         Err(error) => support::unavailable("Redis", &url, error),
+    }
+}
+
+/// A connection for raw, binary-safe commands to the Redis server (`redis-cli` output is
+/// text). It writes no keys under its own prefix.
+async fn raw_redis() -> Option<RedisStore> {
+    let url = support::redis_url();
+    match RedisStore::builder()
+        .key_prefix(support::unique_name("idem_tiered_raw"))
+        .connect(&url)
+        .await
+    {
+        Ok(store) => Some(store),
+        Err(error) => support::unavailable("Redis", &url, error),
+    }
+}
+
+async fn raw(redis: &RedisStore, args: &[&[u8]]) -> RawReply {
+    match redis.raw_command(args).await {
+        Ok(reply) => reply,
+        Err(error) => panic!("raw command {:?} failed: {error}", args.first()),
     }
 }
 
@@ -424,4 +446,60 @@ async fn tiered_stores_over_different_databases_do_not_share_cache_entries() {
     );
     drop((first, second));
     pool.close().await;
+}
+
+/// An entry whose header is intact but whose payload was damaged must cost a cache miss,
+/// not fail every call with a decode error for the entry's lifetime: PostgreSQL's good record
+/// is replayed, and the damaged entry is deleted (and back-filled again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
+    let Some((store, _guards)) = tiered("idem_tiered_flip").await else {
+        return;
+    };
+    let Some(redis) = raw_redis().await else {
+        return;
+    };
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    completed_once(&store, "k", fingerprint).await;
+    let runs = AtomicUsize::new(0);
+    let call = || {
+        Call::new(&store, "tiered", "k")
+            .fingerprint(fingerprint)
+            .run(async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<u32, Error>(8)
+            })
+    };
+    // The first replay back-fills a real entry.
+    assert_eq!(call().await.expect("replay").value, 7);
+    let cache_key = store.cache_key("tiered", "k");
+    let RawReply::Data(good) = raw(&redis, &[b"GET", cache_key.as_bytes()]).await else {
+        panic!("the replay should have back-filled the cache");
+    };
+    // Flip the entry's last byte: the engine's payload is now `0x01` and one byte that is not
+    // JSON, while the header before it is untouched.
+    let mut damaged = good.clone();
+    *damaged.last_mut().expect("a non-empty entry") ^= 0xff;
+    assert_eq!(
+        raw(
+            &redis,
+            &[b"SET", cache_key.as_bytes(), &damaged, b"KEEPTTL"]
+        )
+        .await,
+        RawReply::Status("OK".to_owned())
+    );
+
+    for _ in 0..3 {
+        let outcome = call()
+            .await
+            .expect("the damaged entry must not fail the call");
+        assert!(outcome.is_replayed());
+        assert_eq!(outcome.value, 7);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the body never runs again");
+    match raw(&redis, &[b"GET", cache_key.as_bytes()]).await {
+        RawReply::Nil => {}
+        RawReply::Data(entry) => assert_eq!(entry, good, "the damaged entry was replaced"),
+        other => panic!("unexpected GET reply {other:?}"),
+    }
 }

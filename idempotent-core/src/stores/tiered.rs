@@ -11,6 +11,8 @@
 //!   is the record a claim returned, written with a Redis expiry equal to the time that record
 //!   had left when the claim read it, so it outlives the record by at most the time between
 //!   that claim and the `SET` (a round trip).
+//! - **Every entry is checked**: it carries a checksum, and an entry that fails it (or does not
+//!   parse) is deleted and PostgreSQL answers, so a damaged entry costs one cache miss.
 //! - **Entries are named after the PostgreSQL table** as well as the scope and the key, so
 //!   stores over different tables, databases or servers never serve each other's results
 //!   through one Redis server.
@@ -53,13 +55,17 @@
 //! another may not, say) each fill entries of their own, which costs cache hits, never a
 //! wrong replay.
 //!
-//! An entry's value is byte `0x01` (format version), the 32-byte request fingerprint, the
-//! epoch as 8 bytes big-endian, then the payload. An entry that does not parse is ignored (and
-//! deleted): PostgreSQL answers instead.
+//! An entry's value is byte `0x02` (the format version), a 16-byte checksum, the 32-byte
+//! request fingerprint, the epoch as 8 bytes big-endian, then the payload. The checksum is the
+//! first 16 bytes of SHA-256 over everything after it (fingerprint, epoch and payload), so a
+//! truncated, overwritten or bit-flipped entry is detected even where the payload is bytes
+//! this store cannot interpret. It guards against damage, not against someone who may write
+//! to the Redis server: such a writer can compute it too. An entry that is not one (another
+//! version, a bad checksum, too short) is deleted, and PostgreSQL answers.
 //!
 //! Entries written by earlier versions of this store, named without the authority
-//! (`{prefix}:{<hex sha256(lp(scope) || lp(key))>}`), are never read; each expires by itself
-//! when the record it copied does.
+//! (`{prefix}:{<hex sha256(lp(scope) || lp(key))>}`) or in format `0x01`, are never read; each
+//! expires by itself when the record it copied does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,8 +84,10 @@ use crate::stores::postgres::sqlx;
 use crate::stores::postgres::sqlx::postgres::PgConnectOptions;
 use crate::stores::redis::{hash_part, tagged_key};
 
-const CACHE_FORMAT_V1: u8 = 0x01;
-const HEADER_LEN: usize = 1 + 32 + 8;
+const CACHE_FORMAT_V2: u8 = 0x02;
+const CHECKSUM_LEN: usize = 16;
+/// Version, checksum, fingerprint, epoch.
+const HEADER_LEN: usize = 1 + CHECKSUM_LEN + 32 + 8;
 /// The longest the statements that read the authority may take when the store is built.
 const AUTHORITY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -444,23 +452,40 @@ impl TieredStore {
     }
 }
 
-/// A cache entry: version, fingerprint, epoch, payload.
+/// The checksum of an entry: the first [`CHECKSUM_LEN`] bytes of SHA-256 over everything
+/// after it.
+fn checksum(checked: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let digest = Sha256::digest(checked);
+    let mut sum = [0u8; CHECKSUM_LEN];
+    sum.copy_from_slice(&digest[..CHECKSUM_LEN]);
+    sum
+}
+
+/// A cache entry: version, checksum, fingerprint, epoch, payload.
 fn encode_entry(fingerprint: Fingerprint, epoch: u64, payload: &[u8]) -> BytesMut {
     let mut value = BytesMut::with_capacity(HEADER_LEN + payload.len());
-    value.put_u8(CACHE_FORMAT_V1);
+    value.put_u8(CACHE_FORMAT_V2);
+    value.put_bytes(0, CHECKSUM_LEN);
     value.put_slice(fingerprint.as_bytes());
     value.put_u64(epoch);
     value.put_slice(payload);
+    let sum = checksum(&value[1 + CHECKSUM_LEN..]);
+    value[1..=CHECKSUM_LEN].copy_from_slice(&sum);
     value
 }
 
-/// `(fingerprint, epoch, payload)` of a cache entry, or `None` if it is not one.
+/// `(fingerprint, epoch, payload)` of a cache entry, or `None` if it is not one: too short,
+/// another format version, or a checksum that does not match.
 fn parse_entry(entry: &[u8]) -> Option<(Fingerprint, u64, &[u8])> {
-    if entry.len() < HEADER_LEN || entry[0] != CACHE_FORMAT_V1 {
+    if entry.len() < HEADER_LEN || entry[0] != CACHE_FORMAT_V2 {
         return None;
     }
-    let fingerprint: [u8; 32] = entry[1..33].try_into().ok()?;
-    let epoch = u64::from_be_bytes(entry[33..41].try_into().ok()?);
+    let (stored_sum, checked) = entry[1..].split_at(CHECKSUM_LEN);
+    if stored_sum != checksum(checked) {
+        return None;
+    }
+    let fingerprint: [u8; 32] = checked[..32].try_into().ok()?;
+    let epoch = u64::from_be_bytes(checked[32..40].try_into().ok()?);
     Some((
         Fingerprint::from_bytes(fingerprint),
         epoch,
@@ -521,29 +546,79 @@ impl IdempotencyStore for TieredStore {
 mod tests {
     use super::*;
 
+    fn entry(fingerprint: [u8; 32], epoch: u64, payload: &[u8]) -> Vec<u8> {
+        encode_entry(Fingerprint::from_bytes(fingerprint), epoch, payload).to_vec()
+    }
+
     #[test]
     fn cache_entries_parse_back() {
-        let mut value = vec![CACHE_FORMAT_V1];
-        value.extend_from_slice(&[7u8; 32]);
-        value.extend_from_slice(&9u64.to_be_bytes());
-        value.extend_from_slice(b"payload");
-        assert_eq!(
-            encode_entry(Fingerprint::from_bytes([7; 32]), 9, b"payload").to_vec(),
-            value
-        );
+        let value = entry([7; 32], 9, b"payload");
         let (fingerprint, epoch, payload) = parse_entry(&value).unwrap_or_else(|| panic!("parses"));
         assert_eq!(fingerprint, Fingerprint::from_bytes([7; 32]));
         assert_eq!(epoch, 9);
         assert_eq!(payload, b"payload");
+        let empty = entry([0; 32], 1, b"");
+        assert_eq!(
+            parse_entry(&empty).map(|(_, _, payload)| payload),
+            Some(&b""[..])
+        );
+    }
+
+    #[test]
+    fn cache_entry_layout_is_pinned() {
+        // Golden: the checksum is sha256([7; 32] || be_u64(9) || "payload")[..16], computed
+        // independently (Python hashlib).
+        let mut expected = vec![0x02];
+        expected.extend_from_slice(&[
+            0x50, 0xd7, 0x63, 0x98, 0x97, 0x76, 0x75, 0xf8, 0x23, 0x46, 0xdb, 0x8b, 0x16, 0x96,
+            0xb2, 0x9a,
+        ]);
+        expected.extend_from_slice(&[7u8; 32]);
+        expected.extend_from_slice(&9u64.to_be_bytes());
+        expected.extend_from_slice(b"payload");
+        assert_eq!(entry([7; 32], 9, b"payload"), expected);
     }
 
     #[test]
     fn malformed_cache_entries_are_rejected() {
         assert!(parse_entry(b"").is_none());
-        assert!(parse_entry(&[CACHE_FORMAT_V1; 10]).is_none());
-        let mut wrong_version = vec![0x02];
-        wrong_version.extend_from_slice(&[0u8; 40]);
-        assert!(parse_entry(&wrong_version).is_none());
+        assert!(parse_entry(&[CACHE_FORMAT_V2; 10]).is_none());
+        // One byte short of a header.
+        let value = entry([7; 32], 9, b"");
+        assert!(parse_entry(&value[..HEADER_LEN - 1]).is_none());
+        // The earlier format: version 1, no checksum.
+        let mut version_1 = vec![0x01];
+        version_1.extend_from_slice(&[7u8; 32]);
+        version_1.extend_from_slice(&9u64.to_be_bytes());
+        version_1.extend_from_slice(&[0u8; 16]);
+        version_1.extend_from_slice(b"payload");
+        assert!(parse_entry(&version_1).is_none());
+        // A good entry under another version byte.
+        let mut other_version = entry([7; 32], 9, b"payload");
+        other_version[0] = 0x03;
+        assert!(parse_entry(&other_version).is_none());
+    }
+
+    #[test]
+    fn cache_entries_with_a_bad_checksum_are_rejected() {
+        let good = entry([7; 32], 9, b"payload");
+        // Any one flipped bit after the version byte: in the checksum, the fingerprint, the
+        // epoch or the payload.
+        for index in 1..good.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut damaged = good.clone();
+                damaged[index] ^= bit;
+                assert!(
+                    parse_entry(&damaged).is_none(),
+                    "byte {index} bit {bit:#04x} flipped"
+                );
+            }
+        }
+        // A payload cut short or extended.
+        assert!(parse_entry(&good[..good.len() - 1]).is_none());
+        let mut longer = good.clone();
+        longer.push(b'!');
+        assert!(parse_entry(&longer).is_none());
     }
 
     #[test]
