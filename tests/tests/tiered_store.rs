@@ -247,6 +247,204 @@ async fn call_k(store: &TieredStore, fingerprint: Fingerprint, value: &str) -> (
     (outcome.value, replayed)
 }
 
+/// A replay that read a completed record must cache exactly that record, and for no longer
+/// than the record lives, even when the record expires and is replaced while the replay is
+/// still on its way back.
+///
+/// The interleaving is forced, not hoped for. The tiered store under test reads a view of
+/// the table whose row filter takes a shared advisory lock; the test holds that lock
+/// exclusively, so the store's claim statement stops *inside* its execution, after its
+/// snapshot (the old record `A`, live) and its clock reading were taken. While it waits, `A`
+/// expires on the server clock and a second instance (a `PostgresStore` on the table itself)
+/// claims the key with another fingerprint and completes `B`. Then the lock is released: the
+/// claim answers `A`, with the time `A` had left when the statement began, and the store
+/// back-fills the cache.
+///
+/// `A` has expired by the time the answer arrives, so nothing may be cached. A back-fill that
+/// took the expiry from a second query (which reads `B`'s) cached `A` for `B`'s ten minutes;
+/// one that counted `A`'s time left from the answer's arrival rather than from the claim's
+/// start cached `A` past its expiry. Either way the next request, `B`'s own retry, got `A`'s
+/// fingerprint from the cache and failed with a payload mismatch. The test checks the cache
+/// directly, then that retry, then that `B`'s own entry ends no later than `B`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_fill_caches_only_the_record_the_claim_returned() {
+    let Some((table_store, tables)) = connect("idem_tiered_stale", 4).await else {
+        return;
+    };
+    let table = table_store.table().to_owned();
+    let pool = table_store.pool().clone();
+    let gated = format!("{table}_gated");
+    let gate_key = {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        table.hash(&mut hasher);
+        hasher.finish() as i64
+    };
+    // Dropped with the table (DROP TABLE ... CASCADE).
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE VIEW {gated} AS SELECT * FROM {table} \
+         WHERE pg_advisory_xact_lock_shared({gate_key})::text IS NOT NULL"
+    )))
+    .execute(&pool)
+    .await
+    .expect("create the gated view");
+    let gated_store = PostgresStore::builder()
+        .table(&gated)
+        .build(pool.clone())
+        .expect("store on the view");
+    let cache_prefix = support::unique_name("idem_tiered_stale");
+    let _guards = (tables, DeleteCacheKeys(cache_prefix.clone()));
+    // A generous cache timeout: a busy machine must not make the store skip the cache, which
+    // would hide what it caches.
+    let url = support::redis_url();
+    let store = match TieredStore::builder()
+        .cache_prefix(&cache_prefix)
+        .cache_timeout(Duration::from_secs(2))
+        .connect(gated_store, &url)
+        .await
+    {
+        Ok(store) => store,
+        Err(error) => return support::unavailable("Redis", &url, error).unwrap_or(()),
+    };
+    let Some(redis) = raw_redis().await else {
+        return;
+    };
+    let cache_key = store.cache_key("tiered", "k");
+    let (old, new) = (Fingerprint::of_bytes(b"old"), Fingerprint::of_bytes(b"new"));
+
+    // `A`: completed through the tiered store, then given a short time left on the server clock.
+    let Ok(Claim::Acquired(lease)) = store.claim(&request("tiered", "k", old)).await else {
+        panic!("expected to acquire the fresh key");
+    };
+    store
+        .complete(
+            &lease,
+            bytes::Bytes::from_static(b"A"),
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("complete A");
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET expires_at = statement_timestamp() + interval '3 seconds'"
+    )))
+    .execute(&pool)
+    .await
+    .expect("shorten A's ttl");
+
+    // Close the gate, and start a replay of `A` through the tiered store: it stops inside its
+    // claim statement.
+    let mut gate = PgConnection::connect(&support::postgres_url())
+        .await
+        .expect("gate connection");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(gate_key)
+        .execute(&mut gate)
+        .await
+        .expect("close the gate");
+    let replay = tokio::spawn({
+        let store = store.clone();
+        async move { store.claim(&request("tiered", "k", old)).await }
+    });
+    let mut waiting = false;
+    for _ in 0..200 {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' \
+             AND position($1 in query) > 0",
+        )
+        .bind(&gated)
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_activity");
+        if count > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the replay's claim never reached the gate");
+
+    // Meanwhile `A` expires, and another instance claims the key afresh and completes `B`.
+    let mut expired = false;
+    for _ in 0..200 {
+        let past: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT expires_at <= statement_timestamp() FROM {table}"
+        )))
+        .fetch_one(&pool)
+        .await
+        .expect("read A's expiry");
+        if past {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(expired, "A never expired");
+    let Ok(Claim::Acquired(lease)) = table_store.claim(&request("tiered", "k", new)).await else {
+        panic!("the other instance should take the expired key over");
+    };
+    table_store
+        .complete(
+            &lease,
+            bytes::Bytes::from_static(b"B"),
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("complete B");
+
+    // Open the gate: the replay's claim answers `A` (its snapshot was taken while `A` was
+    // live), and the store back-fills the cache.
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(gate_key)
+        .execute(&mut gate)
+        .await
+        .expect("open the gate");
+    let _ = gate.close().await;
+    match replay.await.expect("replay task") {
+        Ok(Claim::Completed(record)) => assert_eq!(
+            &record.payload[..],
+            b"A",
+            "the replay's claim read A while it was live"
+        ),
+        other => panic!("the replay's claim should have read A while it was live: {other:?}"),
+    }
+
+    // `A` had expired before the answer arrived: it must not be in the cache at all.
+    assert_eq!(
+        raw(&redis, &[b"GET", cache_key.as_bytes()]).await,
+        RawReply::Nil,
+        "the back-fill cached A although A had expired"
+    );
+    // `B`'s retry replays `B`, and `A`'s request is a mismatch now, as PostgreSQL says.
+    match store.claim(&request("tiered", "k", new)).await {
+        Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"B"),
+        other => panic!("B's retry must replay B, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .claim(&request("tiered", "k", old))
+            .await
+            .expect("claim"),
+        Claim::PayloadMismatch
+    );
+    // And the cache entry (now `B`'s, back-filled by the retry) ends no later than its record.
+    let remaining_ms: f64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 AS float8) \
+         FROM {table}"
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("read B's expiry");
+    let RawReply::Int(pttl) = raw(&redis, &[b"PTTL", cache_key.as_bytes()]).await else {
+        panic!("unexpected PTTL reply");
+    };
+    // One millisecond for Redis's clock, which counts whole milliseconds.
+    assert!(
+        pttl > 0 && pttl as f64 <= remaining_ms + 1.0,
+        "cache entry pttl {pttl} ms, record has {remaining_ms} ms left"
+    );
+}
+
 /// Two tiered stores over different tables, sharing one Redis server and one cache prefix:
 /// the same scope, key and fingerprint in each must replay each table's own result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,9 +8,10 @@
 //!   never decides whether a body runs, so losing Redis, flushing it, or reading a stale or
 //!   corrupt entry from it can cost speed but never a second execution.
 //! - **Redis holds only completed records**, which cannot change until their ttl ends. An entry
-//!   is the record a claim returned, written with a Redis expiry equal to the time that record
-//!   had left when the claim read it, so it outlives the record by at most the time between
-//!   that claim and the `SET` (a round trip).
+//!   is the record a claim returned, and its Redis expiry is the time that record had left
+//!   when the claim read it, less the time the claim took: however slow the claim, the entry
+//!   ends when the record does (up to the time the `SET` takes to reach Redis), so a record
+//!   that expired and was replaced is not replayed from the cache.
 //! - **Every entry is checked**: it carries a checksum, and an entry that fails it (or does not
 //!   parse) is deleted and PostgreSQL answers, so a damaged entry costs one cache miss.
 //! - **Entries are named after the PostgreSQL table** as well as the scope and the key, so
@@ -429,23 +430,29 @@ impl TieredStore {
         }
     }
 
-    /// Copies a completed record into the cache for as long as PostgreSQL keeps it: exactly
-    /// the record the claim returned, for the time that record had left. (Reading the expiry
-    /// again would read whatever record is there by then, which may be a newer one.)
-    async fn back_fill(&self, request: &ClaimRequest<'_>, cache_key: &str, record: &Record) {
-        let Some(remaining) = record.expires_in.filter(|left| !left.is_zero()) else {
+    /// Copies a completed record into the cache for no longer than PostgreSQL keeps it: exactly
+    /// the record the claim returned, for the time that record had left less the time since
+    /// the claim was `sent` (the server read its clock after that), so the entry ends no later
+    /// than the record even when the claim was slow.
+    async fn back_fill(
+        &self,
+        request: &ClaimRequest<'_>,
+        cache_key: &str,
+        record: &Record,
+        sent: Instant,
+    ) {
+        let Some(left) = record.expires_in else {
             return;
         };
-        if !self.cache_usable() {
+        // Whole milliseconds, rounded down; under one millisecond left is not worth a `SET`.
+        let left_ms =
+            u64::try_from(left.saturating_sub(sent.elapsed()).as_millis()).unwrap_or(u64::MAX);
+        if left_ms == 0 || !self.cache_usable() {
             return;
         }
         let value = encode_entry(request.fingerprint, record.epoch, &record.payload);
         let mut set = redis::cmd("SET");
-        set.arg(cache_key).arg(&value[..]).arg("PX").arg(
-            u64::try_from(remaining.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        );
+        set.arg(cache_key).arg(&value[..]).arg("PX").arg(left_ms);
         if let Err(error) = self.cache_command::<()>(set).await {
             self.cache_failed("write", &error);
         }
@@ -500,9 +507,10 @@ impl IdempotencyStore for TieredStore {
         if let Some(claim) = self.cached_claim(request, &cache_key).await {
             return Ok(claim);
         }
+        let sent = Instant::now();
         let claim = self.inner.durable.claim(request).await?;
         if let Claim::Completed(record) = &claim {
-            self.back_fill(request, &cache_key, record).await;
+            self.back_fill(request, &cache_key, record, sent).await;
         }
         Ok(claim)
     }
