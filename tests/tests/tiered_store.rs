@@ -19,21 +19,7 @@ use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore, idempotent,
 };
 use support::postgres::{DropTables, connect};
-use support::redis_server::redis_cli;
-
-/// Deletes the cache keys of one prefix when the test ends.
-struct DeleteCacheKeys(String);
-
-impl Drop for DeleteCacheKeys {
-    fn drop(&mut self) {
-        let pattern = format!("{}:*", self.0);
-        if let Some(keys) = redis_cli(&["--scan", "--pattern", &pattern]) {
-            for key in keys.lines().filter(|line| !line.is_empty()) {
-                let _ = redis_cli(&["del", key]);
-            }
-        }
-    }
-}
+use support::redis_server::{DeleteKeys as DeleteCacheKeys, redis_cli};
 
 async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
     let (durable, tables) = connect(prefix, 16).await?;
