@@ -462,6 +462,130 @@ async fn same_owner_retry_renews_the_lease_with_the_same_epoch() {
     }
 }
 
+/// One field of the server's `CLIENT LIST` line for the connection with id `client_id`
+/// (the whole list is read: `CLIENT LIST ID` needs Redis 6.2).
+async fn client_field(observer: &RedisStore, client_id: i64, name: &str) -> String {
+    let reply = raw(observer, &[b"CLIENT", b"LIST"]).await;
+    let RawReply::Data(list) = reply else {
+        panic!("unexpected CLIENT LIST reply {reply:?}");
+    };
+    let list = String::from_utf8_lossy(&list).into_owned();
+    let id = format!("id={client_id} ");
+    let line = list
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .unwrap_or_else(|| panic!("no client {client_id} in {list:?}"));
+    let prefix = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        .to_owned()
+}
+
+/// A call dropped while its claim is on the wire, after which Redis applies that claim, must
+/// not leave the key claimed for a whole lease: the engine gives the claim up in the
+/// background, and a duplicate acquires the key at once instead of waiting 30 s.
+///
+/// How the test makes sure the claim reached Redis, and was applied only after the drop: it
+/// first blocks the store's connection (one multiplexed connection) with a `BLPOP` on an empty
+/// list. Redis runs a connection's commands in order, so commands sent after the `BLPOP` wait,
+/// unread, in that connection's query buffer until the list gets an element. The call is
+/// polled until `CLIENT LIST` shows its claim script in that buffer (`qbuf` > 0), then
+/// dropped, and the record is checked to be still absent. Pushing to the list then lets Redis
+/// run the dropped call's claim (which acquires the key, for nobody), followed by whatever the
+/// store sent to give it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_cancelled_during_its_claim_does_not_leave_the_key_claimed_for_a_lease() {
+    let Some(shared) = Shared::connect("cancelled-claim").await else {
+        return;
+    };
+    let Some(observer) = Shared::connect_while_locked("cancelled-claim-observer").await else {
+        return;
+    };
+    let (store, observer) = (&shared.store, &observer.store);
+    let gate = format!("{}:gate", store.key_prefix());
+    let record_key = store.record_key("cancelled", "k");
+    let options = CallOptions::new().lease(Duration::from_secs(30)).ttl(LONG);
+    let runs = AtomicUsize::new(0);
+    let RawReply::Int(client_id) = raw(store, &[b"CLIENT", b"ID"]).await else {
+        panic!("unexpected CLIENT ID reply");
+    };
+
+    // Block the store's connection until the gate list gets an element (10 s at most).
+    let blocker = tokio::spawn({
+        let (store, gate) = (store.clone(), gate.clone());
+        async move { store.raw_command(&[b"BLPOP", gate.as_bytes(), b"10"]).await }
+    });
+    let mut blocked = false;
+    for _ in 0..500 {
+        if client_field(observer, client_id, "cmd").await == "blpop"
+            && client_field(observer, client_id, "flags")
+                .await
+                .contains('b')
+        {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(blocked, "the store's connection never blocked on the gate");
+
+    // Poll the call until its claim waits in the connection's query buffer, then drop it.
+    {
+        let call = Call::new(store, "cancelled", "k")
+            .options(options)
+            .run(async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<u32, Error>(1)
+            });
+        let mut call = std::pin::pin!(call);
+        let mut queued = false;
+        for _ in 0..500 {
+            tokio::select! {
+                biased;
+                outcome = &mut call => panic!("the call finished while Redis held its claim: {outcome:?}"),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            if client_field(observer, client_id, "qbuf").await != "0" {
+                queued = true;
+                break;
+            }
+        }
+        assert!(queued, "the call's claim never reached Redis");
+    }
+    assert_eq!(
+        raw(observer, &[b"EXISTS", record_key.as_bytes()]).await,
+        RawReply::Int(0),
+        "the claim must not have been applied before the call was dropped"
+    );
+
+    // Open the gate: Redis now applies the dropped call's claim, then what gives it up.
+    raw(observer, &[b"LPUSH", gate.as_bytes(), b"open"]).await;
+    match blocker.await.expect("blocker task") {
+        Ok(RawReply::Array(_)) => {}
+        other => panic!("the gate should have opened the BLPOP, got {other:?}"),
+    }
+
+    // A duplicate with the same 30 s lease gets the key within seconds.
+    let duplicate = Call::new(store, "cancelled", "k")
+        .options(options)
+        .run(async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<u32, Error>(2)
+        });
+    let outcome = tokio::time::timeout(Duration::from_secs(5), duplicate)
+        .await
+        .expect("the duplicate waited for the dropped call's lease")
+        .expect("duplicate call");
+    assert!(!outcome.is_replayed());
+    assert_eq!(outcome.value, 2);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "only the duplicate's body ran"
+    );
+}
+
 /// `purge_expired` counts only records it deleted, of its own prefix, and leaves live ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_removes_only_expired_records_of_its_prefix() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use idempotent_core::{Call, Error, TieredStore};
 use support::postgres::connect;
-use support::redis_server::{RestartOnDrop, ping, redis_cli, stop_redis};
+use support::redis_server::{DeleteKeys, RestartOnDrop, ping, redis_cli, stop_redis};
 
 async fn call(store: &TieredStore, runs: &AtomicUsize, key: &str) -> Result<(u64, bool), Error> {
     Call::new(store, "tiered-faults", key)
@@ -35,8 +35,11 @@ async fn calls_keep_working_and_never_run_twice_while_redis_is_down() {
         support::skip("the tiered fault test only stops the local Redis at 127.0.0.1:6379");
         return;
     }
+    let cache_prefix = support::unique_name("idem_tiered_faults");
+    // Declared before the restart guard, so it runs once Redis is back.
+    let _keys = DeleteKeys(cache_prefix.clone());
     let store = match TieredStore::builder()
-        .cache_prefix(support::unique_name("idem_tiered_faults"))
+        .cache_prefix(&cache_prefix)
         .cache_timeout(Duration::from_millis(200))
         .connect(durable, &url)
         .await

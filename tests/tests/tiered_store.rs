@@ -1,5 +1,6 @@
 //! `TieredStore` against live PostgreSQL and Redis: the conformance suite, replays served from
-//! the cache, and a cache that can be wrong or gone without changing any decision.
+//! the cache, cache entries that never outlive their record or cross into another store's
+//! table, and a cache that can be wrong or gone without changing any decision.
 
 #![cfg(feature = "tiered")]
 
@@ -11,36 +12,53 @@ use std::time::Duration;
 
 use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
-use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe};
-use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, TieredStore, idempotent};
+use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::stores::redis::RawReply;
+use idempotent_core::{
+    Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore, idempotent,
+};
 use support::postgres::{DropTables, connect};
-use support::redis_server::redis_cli;
-
-/// Deletes the cache keys of one prefix when the test ends.
-struct DeleteCacheKeys(String);
-
-impl Drop for DeleteCacheKeys {
-    fn drop(&mut self) {
-        let pattern = format!("{}:*", self.0);
-        if let Some(keys) = redis_cli(&["--scan", "--pattern", &pattern]) {
-            for key in keys.lines().filter(|line| !line.is_empty()) {
-                let _ = redis_cli(&["del", key]);
-            }
-        }
-    }
-}
+use support::redis_server::{DeleteKeys as DeleteCacheKeys, redis_cli};
 
 async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
     let (durable, tables) = connect(prefix, 16).await?;
     let cache_prefix = support::unique_name(prefix);
+    let store = tiered_on(durable, &cache_prefix).await?;
+    Some((store, (tables, DeleteCacheKeys(cache_prefix))))
+}
+
+/// A tiered store on `durable`, caching under `cache_prefix` (the caller deletes the keys).
+async fn tiered_on(durable: PostgresStore, cache_prefix: &str) -> Option<TieredStore> {
     let url = support::redis_url();
     match TieredStore::builder()
-        .cache_prefix(&cache_prefix)
+        .cache_prefix(cache_prefix)
         .connect(durable, &url)
         .await
     {
-        Ok(store) => Some((store, (tables, DeleteCacheKeys(cache_prefix)))),
+        Ok(store) => Some(store),
         Err(error) => support::unavailable("Redis", &url, error),
+    }
+}
+
+/// A connection for raw, binary-safe commands to the Redis server (`redis-cli` output is
+/// text). It writes no keys under its own prefix.
+async fn raw_redis() -> Option<RedisStore> {
+    let url = support::redis_url();
+    match RedisStore::builder()
+        .key_prefix(support::unique_name("idem_tiered_raw"))
+        .connect(&url)
+        .await
+    {
+        Ok(store) => Some(store),
+        Err(error) => support::unavailable("Redis", &url, error),
+    }
+}
+
+async fn raw(redis: &RedisStore, args: &[&[u8]]) -> RawReply {
+    match redis.raw_command(args).await {
+        Ok(reply) => reply,
+        Err(error) => panic!("raw command {:?} failed: {error}", args.first()),
     }
 }
 
@@ -200,4 +218,472 @@ async fn one_thousand_concurrent_duplicates_run_the_body_once() {
         assert_eq!(task.await.expect("task").expect("call"), 42);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// One call on `("tiered", "k")` with `fingerprint`, whose body returns `value`: the value it
+/// got and whether it was replayed.
+async fn call_k(store: &TieredStore, fingerprint: Fingerprint, value: &str) -> (String, bool) {
+    let outcome = Call::new(store, "tiered", "k")
+        .fingerprint(fingerprint)
+        .options(CallOptions::new().ttl(Duration::from_secs(600)))
+        .run(async { Ok::<String, Error>(value.to_owned()) })
+        .await
+        .expect("call");
+    let replayed = outcome.is_replayed();
+    (outcome.value, replayed)
+}
+
+/// A replay that read a completed record must cache exactly that record, and for no longer
+/// than the record lives, even when the record expires and is replaced while the replay is
+/// still on its way back.
+///
+/// The interleaving is forced, not hoped for. The tiered store under test reads a view of
+/// the table whose row filter takes a shared advisory lock; the test holds that lock
+/// exclusively, so the store's claim statement stops *inside* its execution, after its
+/// snapshot (the old record `A`, live) and its clock reading were taken. While it waits, `A`
+/// expires on the server clock and a second instance (a `PostgresStore` on the table itself)
+/// claims the key with another fingerprint and completes `B`. Then the lock is released: the
+/// claim answers `A`, with the time `A` had left when the statement began, and the store
+/// back-fills the cache.
+///
+/// `A` has expired by the time the answer arrives, so nothing may be cached. A back-fill that
+/// took the expiry from a second query (which reads `B`'s) cached `A` for `B`'s ten minutes;
+/// one that counted `A`'s time left from the answer's arrival rather than from the claim's
+/// start cached `A` past its expiry. Either way the next request, `B`'s own retry, got `A`'s
+/// fingerprint from the cache and failed with a payload mismatch. The test checks the cache
+/// directly, then that retry, then that `B`'s own entry ends no later than `B`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_fill_caches_only_the_record_the_claim_returned() {
+    let Some((table_store, tables)) = connect("idem_tiered_stale", 4).await else {
+        return;
+    };
+    let table = table_store.table().to_owned();
+    let pool = table_store.pool().clone();
+    let gated = format!("{table}_gated");
+    let gate_key = {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        table.hash(&mut hasher);
+        hasher.finish() as i64
+    };
+    // Dropped with the table (DROP TABLE ... CASCADE).
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE VIEW {gated} AS SELECT * FROM {table} \
+         WHERE pg_advisory_xact_lock_shared({gate_key})::text IS NOT NULL"
+    )))
+    .execute(&pool)
+    .await
+    .expect("create the gated view");
+    let gated_store = PostgresStore::builder()
+        .table(&gated)
+        .build(pool.clone())
+        .expect("store on the view");
+    let cache_prefix = support::unique_name("idem_tiered_stale");
+    let _guards = (tables, DeleteCacheKeys(cache_prefix.clone()));
+    // A generous cache timeout: a busy machine must not make the store skip the cache, which
+    // would hide what it caches.
+    let url = support::redis_url();
+    let store = match TieredStore::builder()
+        .cache_prefix(&cache_prefix)
+        .cache_timeout(Duration::from_secs(2))
+        .connect(gated_store, &url)
+        .await
+    {
+        Ok(store) => store,
+        Err(error) => return support::unavailable("Redis", &url, error).unwrap_or(()),
+    };
+    let Some(redis) = raw_redis().await else {
+        return;
+    };
+    let cache_key = store.cache_key("tiered", "k");
+    let (old, new) = (Fingerprint::of_bytes(b"old"), Fingerprint::of_bytes(b"new"));
+
+    // `A`: completed through the tiered store, then given a short time left on the server clock.
+    let Ok(Claim::Acquired(lease)) = store.claim(&request("tiered", "k", old)).await else {
+        panic!("expected to acquire the fresh key");
+    };
+    store
+        .complete(
+            &lease,
+            bytes::Bytes::from_static(b"A"),
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("complete A");
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET expires_at = statement_timestamp() + interval '3 seconds'"
+    )))
+    .execute(&pool)
+    .await
+    .expect("shorten A's ttl");
+
+    // Close the gate, and start a replay of `A` through the tiered store: it stops inside its
+    // claim statement.
+    let mut gate = PgConnection::connect(&support::postgres_url())
+        .await
+        .expect("gate connection");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(gate_key)
+        .execute(&mut gate)
+        .await
+        .expect("close the gate");
+    let replay = tokio::spawn({
+        let store = store.clone();
+        async move { store.claim(&request("tiered", "k", old)).await }
+    });
+    let mut waiting = false;
+    for _ in 0..200 {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' \
+             AND position($1 in query) > 0",
+        )
+        .bind(&gated)
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_activity");
+        if count > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the replay's claim never reached the gate");
+
+    // Meanwhile `A` expires, and another instance claims the key afresh and completes `B`.
+    let mut expired = false;
+    for _ in 0..200 {
+        let past: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT expires_at <= statement_timestamp() FROM {table}"
+        )))
+        .fetch_one(&pool)
+        .await
+        .expect("read A's expiry");
+        if past {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(expired, "A never expired");
+    let Ok(Claim::Acquired(lease)) = table_store.claim(&request("tiered", "k", new)).await else {
+        panic!("the other instance should take the expired key over");
+    };
+    table_store
+        .complete(
+            &lease,
+            bytes::Bytes::from_static(b"B"),
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("complete B");
+
+    // Open the gate: the replay's claim answers `A` (its snapshot was taken while `A` was
+    // live), and the store back-fills the cache.
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(gate_key)
+        .execute(&mut gate)
+        .await
+        .expect("open the gate");
+    let _ = gate.close().await;
+    match replay.await.expect("replay task") {
+        Ok(Claim::Completed(record)) => assert_eq!(
+            &record.payload[..],
+            b"A",
+            "the replay's claim read A while it was live"
+        ),
+        other => panic!("the replay's claim should have read A while it was live: {other:?}"),
+    }
+
+    // `A` had expired before the answer arrived: it must not be in the cache at all.
+    assert_eq!(
+        raw(&redis, &[b"GET", cache_key.as_bytes()]).await,
+        RawReply::Nil,
+        "the back-fill cached A although A had expired"
+    );
+    // `B`'s retry replays `B`, and `A`'s request is a mismatch now, as PostgreSQL says.
+    match store.claim(&request("tiered", "k", new)).await {
+        Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"B"),
+        other => panic!("B's retry must replay B, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .claim(&request("tiered", "k", old))
+            .await
+            .expect("claim"),
+        Claim::PayloadMismatch
+    );
+    // And the cache entry (now `B`'s, back-filled by the retry) ends no later than its record.
+    let remaining_ms: f64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT CAST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 AS float8) \
+         FROM {table}"
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("read B's expiry");
+    let RawReply::Int(pttl) = raw(&redis, &[b"PTTL", cache_key.as_bytes()]).await else {
+        panic!("unexpected PTTL reply");
+    };
+    // One millisecond for Redis's clock, which counts whole milliseconds.
+    assert!(
+        pttl > 0 && pttl as f64 <= remaining_ms + 1.0,
+        "cache entry pttl {pttl} ms, record has {remaining_ms} ms left"
+    );
+}
+
+/// Two tiered stores over different tables, sharing one Redis server and one cache prefix:
+/// the same scope, key and fingerprint in each must replay each table's own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_stores_over_different_tables_do_not_share_cache_entries() {
+    let Some((first_durable, first_table)) = connect("idem_tiered_tab_a", 4).await else {
+        return;
+    };
+    let Some((second_durable, second_table)) = connect("idem_tiered_tab_b", 4).await else {
+        return;
+    };
+    let cache_prefix = support::unique_name("idem_tiered_shared");
+    let _guards = (
+        first_table,
+        second_table,
+        DeleteCacheKeys(cache_prefix.clone()),
+    );
+    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+        return;
+    };
+    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
+        return;
+    };
+    assert_ne!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    // The first store completes and back-fills its result...
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    // ...which the second store, whose table has no record of the key, must not replay.
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("two".into(), false),
+        "the second store replayed the first store's cached result"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            call_k(&second, fingerprint, "two").await,
+            ("two".into(), true)
+        );
+        assert_eq!(
+            call_k(&first, fingerprint, "one").await,
+            ("one".into(), true)
+        );
+    }
+}
+
+/// Cache keys name the table that decides, not the spelling of its name: a store configured
+/// with `table` and one with `public.table` share entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_stores_over_one_table_share_cache_entries() {
+    let Some((durable, tables)) = connect("idem_tiered_one", 4).await else {
+        return;
+    };
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(durable.pool())
+        .await
+        .expect("current_schema");
+    let qualified = PostgresStore::builder()
+        .table(format!("{schema}.{}", durable.table()))
+        .build(durable.pool().clone())
+        .expect("qualified store");
+    let cache_prefix = support::unique_name("idem_tiered_one");
+    let _guards = (tables, DeleteCacheKeys(cache_prefix.clone()));
+    let Some(first) = tiered_on(durable, &cache_prefix).await else {
+        return;
+    };
+    let Some(second) = tiered_on(qualified, &cache_prefix).await else {
+        return;
+    };
+    assert_eq!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("one".into(), true)
+    );
+}
+
+/// Drops a database when the test ends, on a connection and a runtime of its own.
+struct DropDatabase {
+    url: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut connection = PgConnection::connect(&url).await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut connection)
+                .await?;
+                connection.close().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database: {error}");
+        }
+    }
+}
+
+/// Two tiered stores over tables of the same name in two databases of one server, sharing
+/// one Redis server and one cache prefix: each replays its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_stores_over_different_databases_do_not_share_cache_entries() {
+    let Some((first_durable, first_table)) = connect("idem_tiered_db", 4).await else {
+        return;
+    };
+    let url = support::postgres_url();
+    let database = support::unique_name("idem_tiered_db");
+    {
+        let mut admin = PgConnection::connect(&url).await.expect("connect");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create the second database");
+        let _ = admin.close().await;
+    }
+    let _database = DropDatabase {
+        url: url.clone(),
+        name: database.clone(),
+    };
+    let options: PgConnectOptions = url.parse().expect("postgres url");
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.database(&database))
+        .await
+        .expect("connect to the second database");
+    let second_durable = PostgresStore::builder()
+        .table(first_durable.table())
+        .build(pool.clone())
+        .expect("store in the second database");
+    second_durable.migrate().await.expect("migrate");
+    let cache_prefix = support::unique_name("idem_tiered_db");
+    let _guards = (first_table, DeleteCacheKeys(cache_prefix.clone()));
+    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+        return;
+    };
+    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
+        return;
+    };
+    assert_ne!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("two".into(), false),
+        "the second store replayed the first store's cached result"
+    );
+    assert_eq!(
+        call_k(&second, fingerprint, "two").await,
+        ("two".into(), true)
+    );
+    assert_eq!(
+        call_k(&first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    drop((first, second));
+    pool.close().await;
+}
+
+/// An entry whose header is intact but whose payload was damaged must cost a cache miss,
+/// not fail every call with a decode error for the entry's lifetime: PostgreSQL's good record
+/// is replayed, and the damaged entry is deleted (and back-filled again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
+    let Some((store, _guards)) = tiered("idem_tiered_flip").await else {
+        return;
+    };
+    let Some(redis) = raw_redis().await else {
+        return;
+    };
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    completed_once(&store, "k", fingerprint).await;
+    let runs = AtomicUsize::new(0);
+    let call = || {
+        Call::new(&store, "tiered", "k")
+            .fingerprint(fingerprint)
+            .run(async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<u32, Error>(8)
+            })
+    };
+    // The first replay back-fills a real entry.
+    assert_eq!(call().await.expect("replay").value, 7);
+    let cache_key = store.cache_key("tiered", "k");
+    let RawReply::Data(good) = raw(&redis, &[b"GET", cache_key.as_bytes()]).await else {
+        panic!("the replay should have back-filled the cache");
+    };
+    // Flip the entry's last byte: the engine's payload is now `0x01` and one byte that is not
+    // JSON, while the header before it is untouched.
+    let mut damaged = good.clone();
+    *damaged.last_mut().expect("a non-empty entry") ^= 0xff;
+    assert_eq!(
+        raw(
+            &redis,
+            &[b"SET", cache_key.as_bytes(), &damaged, b"KEEPTTL"]
+        )
+        .await,
+        RawReply::Status("OK".to_owned())
+    );
+
+    for _ in 0..3 {
+        let outcome = call()
+            .await
+            .expect("the damaged entry must not fail the call");
+        assert!(outcome.is_replayed());
+        assert_eq!(outcome.value, 7);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the body never runs again");
+    match raw(&redis, &[b"GET", cache_key.as_bytes()]).await {
+        RawReply::Nil => {}
+        RawReply::Data(entry) => assert_eq!(entry, good, "the damaged entry was replaced"),
+        other => panic!("unexpected GET reply {other:?}"),
+    }
 }

@@ -728,13 +728,25 @@ fn millis(duration: Duration) -> u64 {
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// `{prefix}:{<hex sha256 of the length-prefixed scope and key>}`: no caller input in the name,
-/// and the digest is the cluster hash tag. Also names the tiered store's cache entries.
+/// and the digest is the cluster hash tag.
 pub(crate) fn record_key(prefix: &str, scope: &str, key: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update((scope.len() as u64).to_be_bytes());
-    hasher.update(scope.as_bytes());
-    hasher.update((key.len() as u64).to_be_bytes());
-    hasher.update(key.as_bytes());
+    hash_part(&mut hasher, scope.as_bytes());
+    hash_part(&mut hasher, key.as_bytes());
+    tagged_key(prefix, hasher)
+}
+
+/// Feeds `part` to `hasher` length-prefixed: its byte count as a big-endian `u64`, then its
+/// bytes, so that no two sequences of parts feed the same bytes. Also used for the tiered
+/// store's cache keys.
+pub(crate) fn hash_part(hasher: &mut Sha256, part: &[u8]) {
+    hasher.update((part.len() as u64).to_be_bytes());
+    hasher.update(part);
+}
+
+/// `{prefix}:{<lowercase hex of the digest>}`: the digest inside braces is the Redis Cluster
+/// hash tag. Also names the tiered store's cache entries.
+pub(crate) fn tagged_key(prefix: &str, hasher: Sha256) -> String {
     let digest = hasher.finalize();
     let mut name = String::with_capacity(prefix.len() + 3 + 2 * digest.len());
     name.push_str(prefix);
