@@ -2,13 +2,14 @@
 //! `SqliteStore`: the conformance suite, durability across a reopen, 1,000 concurrent
 //! duplicates through `#[idempotent]`, table-name validation, and cancelled claims.
 //!
-//! Corrupt rows and the persisted row format need a raw SQLite connection, which this package
-//! has no dependency for; they are unit tests in `idempotent-core/src/stores/sqlite.rs`.
+//! Corrupt rows and the persisted row format, which need a raw connection, are in
+//! `sqlite_rows.rs`.
 
 mod support;
 
+use support::sqlite::TempDb;
+
 use std::future::{Future, poll_fn};
-use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,37 +24,6 @@ use idempotent_core::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Barrier;
-
-/// A database file under the temp directory, deleted (with its WAL and shared-memory files)
-/// on drop.
-struct TempDb {
-    path: PathBuf,
-}
-
-impl TempDb {
-    fn new(label: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "idempotent-sqlite-{label}-{}-{}.db",
-            std::process::id(),
-            OwnerId::new()
-        ));
-        TempDb { path }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut name = self.path.clone().into_os_string();
-            name.push(suffix);
-            let _ = std::fs::remove_file(name);
-        }
-    }
-}
 
 /// A store that owns its temporary database: the files go when the suite drops the store
 /// (`Guarded` drops the store, and so its connections, before the files).
@@ -288,6 +258,8 @@ async fn table_names_are_validated() {
         "récords",
         "sqlite_master",
         "SQLITE_records",
+        // One rule for both SQL stores: lowercase only.
+        "Records_2",
         too_long.as_str(),
     ] {
         match SqliteStore::builder().table(name).open(db.path()).await {
@@ -297,7 +269,7 @@ async fn table_names_are_validated() {
     }
 
     let longest = "t".repeat(63);
-    for name in ["_records", "Records_2", "sqlite", longest.as_str()] {
+    for name in ["_records", "records_2", "sqlite", longest.as_str()] {
         let store = SqliteStore::builder()
             .table(name)
             .open(db.path())

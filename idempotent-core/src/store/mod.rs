@@ -6,10 +6,16 @@
 //! claimed with and an expiry. See [`IdempotencyStore::claim`] for the decision table.
 
 mod background;
+pub(crate) mod decision;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod encoding;
 mod epoch;
 mod forward;
+#[cfg(feature = "sqlite")]
+pub(crate) mod notify;
 mod owner;
 mod request;
+pub(crate) mod time;
 
 use std::time::Duration;
 

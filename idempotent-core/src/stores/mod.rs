@@ -7,5 +7,7 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod table_name;
 #[cfg(feature = "tiered")]
 pub mod tiered;

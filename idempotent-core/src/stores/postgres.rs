@@ -143,6 +143,7 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use crate::engine::{Call, CallOptions, OnStoreError, Outcome};
 use crate::error::Error;
 use crate::key::Fingerprint;
+use crate::store::time::micros;
 use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
 
 /// The sqlx crate this store is built with, so that the [`PgPool`] and
@@ -160,8 +161,6 @@ const MAX_SCOPE_AND_KEY_BYTES: usize = 2048;
 const CLAIM_ATTEMPTS: usize = 5;
 /// Rows deleted per statement by `purge_expired`, so a large purge never holds many locks.
 const PURGE_BATCH: i64 = 1000;
-/// Where a deadline too far away (a ttl of `Duration::MAX`, meaning "forever") ends instead.
-const FAR_FUTURE_MICROS: i64 = 100 * 365 * 24 * 60 * 60 * 1_000_000;
 const MAX_IDENTIFIER_LEN: usize = 63;
 
 /// A PostgreSQL-backed [`IdempotencyStore`]: shared between processes and durable.
@@ -683,19 +682,13 @@ fn is_transient(error: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "40001" || code == "40P01")
 }
 
-/// A duration as a PostgreSQL interval of whole microseconds, capped at [`FAR_FUTURE_MICROS`].
+/// A duration as a PostgreSQL interval of whole microseconds, capped at "forever".
 fn interval(duration: Duration) -> PgInterval {
     PgInterval {
         months: 0,
         days: 0,
         microseconds: micros(duration),
     }
-}
-
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros())
-        .unwrap_or(FAR_FUTURE_MICROS)
-        .min(FAR_FUTURE_MICROS)
 }
 
 /// A statement string for sqlx. Only ever called with the statements built in
@@ -1135,11 +1128,5 @@ mod tests {
         let short = TableName::from_parts(Some("s"), "t");
         assert_eq!(short.index, "t_expires_at_idx");
         assert_eq!(short.quoted, "\"s\".\"t\"");
-    }
-
-    #[test]
-    fn durations_saturate() {
-        assert_eq!(micros(Duration::from_millis(1500)), 1_500_000);
-        assert_eq!(micros(Duration::MAX), FAR_FUTURE_MICROS);
     }
 }

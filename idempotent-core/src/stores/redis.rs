@@ -99,15 +99,13 @@ use redis::{Script, ScriptInvocation, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::store::time::millis_ceil;
 use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, Record};
 
 const BACKEND: &str = "redis";
 const DEFAULT_KEY_PREFIX: &str = "idem";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(60);
-/// Where a duration too long for the server clock (a ttl or lease of `Duration::MAX`, meaning
-/// "forever") ends instead: 100 years, far below the 2^53 ms that Lua numbers hold exactly.
-const FAR_FUTURE_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 /// How many keys one `SCAN` step asks for during a purge.
 const PURGE_BATCH: usize = 500;
 /// Reconnection attempts per failure before a waiting call gets the error; the next call
@@ -424,7 +422,7 @@ impl RedisStoreBuilder {
                 connection,
                 prefix: self.prefix,
                 timeout: self.timeout,
-                retention_ms: millis(self.retention),
+                retention_ms: millis_ceil(self.retention),
             }),
         })
     }
@@ -537,8 +535,8 @@ impl IdempotencyStore for RedisStore {
             .key(&record_key)
             .arg(&owner)
             .arg(request.fingerprint.to_hex())
-            .arg(millis(request.lease))
-            .arg(millis(request.ttl.max(request.lease)))
+            .arg(millis_ceil(request.lease))
+            .arg(millis_ceil(request.ttl.max(request.lease)))
             .arg(self.inner.retention_ms);
         let reply = self.invoke(&invocation).await?;
         match Reply::parse(reply)? {
@@ -572,7 +570,7 @@ impl IdempotencyStore for RedisStore {
             .arg(lease.owner().to_string())
             .arg(lease.epoch())
             .arg(payload.as_ref())
-            .arg(millis(ttl))
+            .arg(millis_ceil(ttl))
             .arg(self.inner.retention_ms);
         self.compare_and_set(lease, &record_key, &invocation).await
     }
@@ -594,7 +592,7 @@ impl IdempotencyStore for RedisStore {
             .key(&record_key)
             .arg(lease.owner().to_string())
             .arg(lease.epoch())
-            .arg(millis(lease_for))
+            .arg(millis_ceil(lease_for))
             .arg(self.inner.retention_ms);
         self.compare_and_set(lease, &record_key, &invocation).await
     }
@@ -711,18 +709,6 @@ fn timed_out(after: Duration) -> Error {
         io::ErrorKind::TimedOut,
         format!("redis operation timed out after {after:?}"),
     ))
-}
-
-/// Whole milliseconds, rounded up (a sub-millisecond lease is not zero) and capped at
-/// [`FAR_FUTURE_MS`].
-fn millis(duration: Duration) -> u64 {
-    let whole = duration.as_millis();
-    let rounded = if duration.subsec_nanos() % 1_000_000 == 0 {
-        whole
-    } else {
-        whole + 1
-    };
-    u64::try_from(rounded).map_or(FAR_FUTURE_MS, |ms| ms.min(FAR_FUTURE_MS))
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -856,14 +842,6 @@ mod tests {
             record_key("idem", "a:b", "c"),
             record_key("idem", "a", "b:c")
         );
-    }
-
-    #[test]
-    fn millis_round_up_and_cap() {
-        assert_eq!(millis(Duration::ZERO), 0);
-        assert_eq!(millis(Duration::from_micros(1)), 1);
-        assert_eq!(millis(Duration::from_millis(1500)), 1500);
-        assert_eq!(millis(Duration::MAX), FAR_FUTURE_MS);
     }
 
     #[test]

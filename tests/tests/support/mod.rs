@@ -12,6 +12,8 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis_data;
 pub mod redis_server;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::time::Duration;
 

@@ -1,9 +1,11 @@
 //! The in-memory store: the embedded default.
 
-use std::borrow::Borrow;
+mod builder;
+mod keys;
+
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -13,24 +15,24 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use builder::MemoryStoreBuilder;
+use keys::{KeyView, Lookup, Prehashed, RecordKey};
+
 use crate::error::Error;
 use crate::key::Fingerprint;
+use crate::store::decision::{Decision, Stored, StoredState, decide};
+use crate::store::time::capped;
 use crate::store::{
-    Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record, next_epoch, system_clock_micros,
+    Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record, system_clock_micros,
 };
 
-const DEFAULT_CAPACITY: usize = 1_000_000;
-const DEFAULT_SHARDS: usize = 64;
 /// A shard sweeps its expired records once it has grown past this many (and then past twice
 /// its size after the last sweep), so purging costs O(1) amortised per insert.
 const MIN_SWEEP_THRESHOLD: usize = 1024;
-/// Where a deadline too far away for the clock (a ttl or lease of `Duration::MAX`, meaning
-/// "forever") ends instead: later than any in-memory record can matter.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
-/// `now + after`, saturating at [`FAR_FUTURE`] rather than panicking on overflow.
+/// `now + after`; a duration of "forever" ends after [`FOREVER`](crate::store::time::FOREVER).
 fn deadline(now: Instant, after: Duration) -> Instant {
-    now.checked_add(after).unwrap_or_else(|| now + FAR_FUTURE)
+    now + capped(after)
 }
 
 /// An in-process [`IdempotencyStore`]: sharded hash maps behind short, synchronous locks.
@@ -98,60 +100,6 @@ enum EntryState {
     },
 }
 
-/// Builder for [`MemoryStore`].
-#[derive(Debug, Clone)]
-pub struct MemoryStoreBuilder {
-    capacity: usize,
-    shards: usize,
-}
-
-impl MemoryStoreBuilder {
-    /// The most records the store holds (in progress and completed). Default 1,000,000.
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity;
-        self
-    }
-
-    /// How many independently locked shards to use, rounded up to a power of two. Default 64.
-    pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards;
-        self
-    }
-
-    /// Builds the store.
-    pub fn build(self) -> MemoryStore {
-        let shard_count = self.shards.clamp(1, 1 << 16).next_power_of_two();
-        let shards = (0..shard_count)
-            .map(|_| Shard {
-                state: Mutex::new(ShardState {
-                    records: HashMap::default(),
-                    next_expiry: None,
-                    sweep_threshold: MIN_SWEEP_THRESHOLD,
-                }),
-                changed: Notify::new(),
-            })
-            .collect();
-        MemoryStore {
-            inner: Arc::new(Inner {
-                shards,
-                shard_hasher: RandomState::new(),
-                capacity: self.capacity,
-                len: AtomicUsize::new(0),
-                epoch_clock: AtomicU64::new(0),
-            }),
-        }
-    }
-}
-
-impl Default for MemoryStoreBuilder {
-    fn default() -> Self {
-        MemoryStoreBuilder {
-            capacity: DEFAULT_CAPACITY,
-            shards: DEFAULT_SHARDS,
-        }
-    }
-}
-
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -177,6 +125,28 @@ impl MemoryStore {
     /// Configures capacity and sharding.
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder::default()
+    }
+
+    fn with_shards(shard_count: usize, capacity: usize) -> Self {
+        let shards = (0..shard_count)
+            .map(|_| Shard {
+                state: Mutex::new(ShardState {
+                    records: HashMap::default(),
+                    next_expiry: None,
+                    sweep_threshold: MIN_SWEEP_THRESHOLD,
+                }),
+                changed: Notify::new(),
+            })
+            .collect();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards,
+                shard_hasher: RandomState::new(),
+                capacity,
+                len: AtomicUsize::new(0),
+                epoch_clock: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// How many records are held, including expired ones not yet purged.
@@ -249,9 +219,10 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// The clock reading a new epoch is derived from (see [`next_epoch`]): the system clock in
-    /// microseconds, and above every reading this store handed out before, so two claims never
-    /// get the same one even within a microsecond or after the clock stepped back.
+    /// The clock reading a new epoch is derived from (see
+    /// [`next_epoch`](crate::store::next_epoch)): the system clock in microseconds, and above
+    /// every reading this store handed out before, so two claims never get the same one even
+    /// within a microsecond or after the clock stepped back.
     fn epoch_clock(&self) -> u64 {
         let now = system_clock_micros();
         let previous = self
@@ -313,109 +284,105 @@ impl MemoryStore {
 
     fn claim_at(&self, request: &ClaimRequest<'_>, now: Instant) -> Result<Claim, Error> {
         let (digest, shard) = self.locate(request.scope, request.key);
-        let lease_until = deadline(now, request.lease);
-        let expires_at = deadline(now, request.ttl.max(request.lease));
-        let in_progress = |epoch| Entry {
-            fingerprint: request.fingerprint,
-            epoch,
-            expires_at,
-            state: EntryState::InProgress {
-                owner: request.owner,
-                lease_until,
-            },
-        };
-        let acquired =
-            |epoch| Claim::Acquired(Lease::new(request.scope, request.key, request.owner, epoch));
-        let epoch_after = |previous: u64| {
-            next_epoch(Some(previous), self.epoch_clock()).ok_or_else(|| {
-                Error::decode(
-                    request.scope,
-                    "the record's epoch is at its maximum; no later claim can be fenced",
-                )
-            })
-        };
-
         let mut state = Self::lock(shard);
         let lookup = Lookup {
             digest,
             scope: request.scope,
             key: request.key,
         };
-        let claim = match state.records.get_mut(&lookup as &dyn KeyView) {
-            Some(entry) => {
-                match &mut entry.state {
-                    // Past its ttl: as good as absent, but the epoch keeps counting.
-                    _ if entry.expires_at <= now => {
-                        let epoch = epoch_after(entry.epoch)?;
-                        *entry = in_progress(epoch);
-                        acquired(epoch)
-                    }
-                    // Our own claim, retried (the first answer was lost): same epoch, fresh lease.
-                    EntryState::InProgress {
-                        owner,
-                        lease_until: until,
-                    } if *owner == request.owner => {
-                        *until = lease_until;
-                        entry.expires_at = entry.expires_at.max(lease_until);
-                        acquired(entry.epoch)
-                    }
-                    EntryState::InProgress {
-                        lease_until: until, ..
-                    } if *until > now => {
-                        if entry.fingerprint != request.fingerprint {
-                            Claim::PayloadMismatch
-                        } else {
-                            Claim::InFlight {
-                                retry_after: *until - now,
-                            }
-                        }
-                    }
-                    // The owner stopped heartbeating: take over with a higher epoch.
-                    EntryState::InProgress { .. } => {
-                        let epoch = epoch_after(entry.epoch)?;
-                        *entry = in_progress(epoch);
-                        acquired(epoch)
-                    }
-                    EntryState::Completed { payload } => {
-                        if entry.fingerprint != request.fingerprint {
-                            Claim::PayloadMismatch
-                        } else {
-                            Claim::Completed(Record {
-                                payload: payload.clone(),
-                                epoch: entry.epoch,
-                                expires_in: Some(entry.expires_at - now),
-                            })
-                        }
-                    }
+        let entry = state.records.get_mut(&lookup as &dyn KeyView);
+        let stored = entry.as_deref().map(Entry::view);
+        let decision = decide(
+            stored.as_ref(),
+            request,
+            now,
+            |deadline| deadline.saturating_duration_since(now),
+            || self.epoch_clock(),
+        )?;
+        let lease_until = deadline(now, request.lease);
+        let claim = match (decision, entry) {
+            (Decision::Acquire { epoch }, entry) => {
+                let fresh = Entry {
+                    fingerprint: request.fingerprint,
+                    epoch,
+                    // A claim's record lives at least one lease.
+                    expires_at: deadline(now, request.ttl.max(request.lease)),
+                    state: EntryState::InProgress {
+                        owner: request.owner,
+                        lease_until,
+                    },
+                };
+                let expires_at = fresh.expires_at;
+                match entry {
+                    Some(entry) => *entry = fresh,
+                    None => self.insert(&mut state, digest, request, fresh, now)?,
                 }
+                state.note_expiry(expires_at);
+                Claim::Acquired(Lease::new(request.scope, request.key, request.owner, epoch))
             }
-            None => {
-                if !self.try_reserve_slot() {
-                    self.purge_shard(&mut state, now);
-                    if !self.try_reserve_slot() {
-                        return Err(Error::CapacityExceeded {
-                            capacity: self.inner.capacity,
-                        });
-                    }
+            (Decision::Renew, Some(entry)) => {
+                if let EntryState::InProgress {
+                    lease_until: until, ..
+                } = &mut entry.state
+                {
+                    *until = lease_until;
                 }
-                // A record that was purged or swept left no epoch behind: the clock keeps the
-                // new one above every epoch it had.
-                let epoch = next_epoch(None, self.epoch_clock()).unwrap_or(1);
-                state.records.insert(
-                    RecordKey::new(digest, request.scope, request.key),
-                    in_progress(epoch),
-                );
-                if state.records.len() >= state.sweep_threshold {
-                    self.purge_shard(&mut state, now);
-                    state.sweep_threshold = (state.records.len() * 2).max(MIN_SWEEP_THRESHOLD);
-                }
-                acquired(epoch)
+                entry.expires_at = entry.expires_at.max(lease_until);
+                let (epoch, expires_at) = (entry.epoch, entry.expires_at);
+                state.note_expiry(expires_at);
+                Claim::Acquired(Lease::new(request.scope, request.key, request.owner, epoch))
+            }
+            (
+                Decision::Replay { expires_in },
+                Some(Entry {
+                    state: EntryState::Completed { payload },
+                    epoch,
+                    ..
+                }),
+            ) => Claim::Completed(Record {
+                payload: payload.clone(),
+                epoch: *epoch,
+                expires_in: Some(expires_in),
+            }),
+            (Decision::InFlight { retry_after }, _) => Claim::InFlight { retry_after },
+            (Decision::Mismatch, _) => Claim::PayloadMismatch,
+            // `decide` renews in-progress records and replays completed ones only.
+            (Decision::Renew | Decision::Replay { .. }, _) => {
+                return Err(Error::store(
+                    "memory",
+                    "the claim decision does not fit the stored record",
+                ));
             }
         };
-        if let Claim::Acquired(_) = claim {
-            state.note_expiry(expires_at);
-        }
         Ok(claim)
+    }
+
+    /// Inserts a new key's record, within capacity: an expired record of the shard makes room
+    /// if the store is full.
+    fn insert(
+        &self,
+        state: &mut ShardState,
+        digest: u64,
+        request: &ClaimRequest<'_>,
+        entry: Entry,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if !self.try_reserve_slot() {
+            self.purge_shard(state, now);
+            if !self.try_reserve_slot() {
+                return Err(Error::CapacityExceeded {
+                    capacity: self.inner.capacity,
+                });
+            }
+        }
+        state
+            .records
+            .insert(RecordKey::new(digest, request.scope, request.key), entry);
+        if state.records.len() >= state.sweep_threshold {
+            self.purge_shard(state, now);
+            state.sweep_threshold = (state.records.len() * 2).max(MIN_SWEEP_THRESHOLD);
+        }
+        Ok(())
     }
 
     /// Takes one slot of capacity for a new record, if there is one. A compare-and-swap, so the
@@ -447,6 +414,20 @@ impl Entry {
     fn is_held_by(&self, lease: &Lease) -> bool {
         matches!(self.state, EntryState::InProgress { owner, .. } if owner == lease.owner())
             && self.epoch == lease.epoch()
+    }
+
+    fn view(&self) -> Stored<Instant> {
+        Stored {
+            state: match self.state {
+                EntryState::InProgress { owner, lease_until } => {
+                    StoredState::InProgress { owner, lease_until }
+                }
+                EntryState::Completed { .. } => StoredState::Completed,
+            },
+            epoch: self.epoch,
+            fingerprint: self.fingerprint,
+            expires_at: self.expires_at,
+        }
     }
 }
 
@@ -516,112 +497,5 @@ impl IdempotencyStore for MemoryStore {
     async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
         let notified = self.locate(scope, key).1.changed.notified();
         let _ = tokio::time::timeout(max_wait, notified).await;
-    }
-}
-
-/// An owned `(scope, key)` map key, carrying its keyed hash, that can be looked up by a
-/// borrowed [`Lookup`] without allocating or hashing again.
-struct RecordKey {
-    digest: u64,
-    scope: Box<str>,
-    key: Box<str>,
-}
-
-impl RecordKey {
-    fn new(digest: u64, scope: &str, key: &str) -> Self {
-        RecordKey {
-            digest,
-            scope: scope.into(),
-            key: key.into(),
-        }
-    }
-}
-
-/// A borrowed `(scope, key)` with its keyed hash.
-struct Lookup<'a> {
-    digest: u64,
-    scope: &'a str,
-    key: &'a str,
-}
-
-trait KeyView {
-    fn digest(&self) -> u64;
-    fn view(&self) -> (&str, &str);
-}
-
-impl KeyView for RecordKey {
-    fn digest(&self) -> u64 {
-        self.digest
-    }
-    fn view(&self) -> (&str, &str) {
-        (&self.scope, &self.key)
-    }
-}
-
-impl KeyView for Lookup<'_> {
-    fn digest(&self) -> u64 {
-        self.digest
-    }
-    fn view(&self) -> (&str, &str) {
-        (self.scope, self.key)
-    }
-}
-
-impl<'a> Borrow<dyn KeyView + 'a> for RecordKey {
-    fn borrow(&self) -> &(dyn KeyView + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn KeyView + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.digest());
-    }
-}
-
-impl PartialEq for dyn KeyView + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.digest() == other.digest() && self.view() == other.view()
-    }
-}
-
-impl Eq for dyn KeyView + '_ {}
-
-impl Hash for RecordKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Must hash exactly like `dyn KeyView` for borrowed lookups to find it.
-        state.write_u64(self.digest);
-    }
-}
-
-impl PartialEq for RecordKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.digest == other.digest && self.view() == other.view()
-    }
-}
-
-impl Eq for RecordKey {}
-
-/// The shard maps' hasher: passes through the keyed SipHash already computed in
-/// [`MemoryStore::locate`], so each operation hashes its key once and a growing map never
-/// rehashes strings. The digest comes from a randomly keyed hasher, so clients still cannot
-/// choose keys that collide.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by the key types; fold anything else in rather than drop it.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
     }
 }
