@@ -49,15 +49,25 @@
 //! scope and key together exceed 2,048 bytes fails with [`Error::InvalidInput`]. The payload is
 //! opaque to the store; the engine writes format byte `0x01` (success) or `0x02` (cached error)
 //! followed by JSON. A released row is a tombstone that keeps the epoch counting until it
-//! expires. A row the store cannot read (an unknown `state`, a completed row without a
-//! payload, a negative epoch) makes the claim fail with [`Error::Decode`]: it is never taken
-//! for absent, which would run the body a second time.
+//! expires.
+//!
+//! # Unreadable rows
+//!
+//! The claim validates the row before it decides anything: a negative epoch (or one at
+//! `bigint`'s maximum, after which no epoch exists), an unknown `state`, a fingerprint that is
+//! not 32 bytes, an owner that is not 16, an in-progress row without owner or lease deadline,
+//! a completed row without payload. Such a row makes every claim fail with [`Error::Decode`],
+//! and the claim never writes over it, not even past its ttl: it is never taken for absent,
+//! which would run the body a second time, and a takeover would compute the new epoch from a
+//! corrupt one. Repair or delete the row; [`purge_expired`](IdempotencyStore::purge_expired)
+//! deletes it like any other once its ttl has passed.
 //!
 //! # The claim: one statement
 //!
 //! ```sql
 //! WITH cur AS (                          -- the row as this statement's snapshot sees it
-//!     SELECT epoch, state, fingerprint = $3, payload, lease_until, <takeable(c)> AS takeable
+//!     SELECT epoch, state, fingerprint = $3, payload, lease_until,
+//!            <takeable(c)> AS takeable, <why c is unreadable, or NULL> AS unreadable
 //!     FROM t AS c WHERE scope = $1 AND key = $2
 //! ), up AS (
 //!     INSERT INTO t AS r (...)
@@ -72,12 +82,13 @@
 //! )
 //! SELECT (SELECT epoch FROM up),         -- not NULL: acquired, with this epoch
 //!        cur.epoch, cur.state, ...,      -- otherwise: what the snapshot holds
-//!        cur.lease_until - now, cur.takeable, cur.expires_at - now
+//!        cur.lease_until - now, cur.takeable, cur.expires_at - now, cur.unreadable
 //! FROM (SELECT) AS one LEFT JOIN cur ON true
 //! ```
 //!
-//! where `takeable(x)` is: past its ttl, or released, or in progress and either claimed by
-//! `$4` (a retried claim) or with its lease expired; `now` is `statement_timestamp()`,
+//! where `takeable(x)` is: readable (see above), and past its ttl, or released, or in progress
+//! and either claimed by `$4` (a retried claim) or with its lease expired; `now` is
+//! `statement_timestamp()`,
 //! `clock_us` the same instant in microseconds since the Unix epoch (so a new epoch stays
 //! above every earlier epoch of the key, even once its row was purged), `$5` and `$6` the
 //! lease and the ttl as intervals.
@@ -99,6 +110,9 @@
 //!   no snapshot row or one marked takeable: the claim runs again with a fresh snapshot, at
 //!   most five times. A serialization failure or deadlock (possible only when the server's
 //!   default isolation is stricter than `READ COMMITTED`) is retried the same way.
+//! - Readability is part of `takeable`, so it is checked on the row's latest version before
+//!   the `SET` computes anything from it: the epoch formula would otherwise turn a negative
+//!   epoch into a plausible one.
 //! - The price of one statement: even when it inserts nothing, PostgreSQL sets up the insert
 //!   (its `ON CONFLICT` projection and quals) on every execution, so a replay costs the
 //!   server about 1.4 times a plain primary-key `SELECT`.
@@ -589,9 +603,22 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
             epoch,
         ))));
     }
+    let state: Option<String> = column(scope, row, 2)?;
+    // Checked first: an unreadable row is never taken over, and never taken for absent.
+    let unreadable: Option<String> = column(scope, row, 8)?;
+    if let Some(reason) = unreadable {
+        let epoch: Option<i64> = column(scope, row, 1)?;
+        return Err(Error::decode(
+            scope,
+            format!(
+                "{reason} (state {:?}, epoch {})",
+                state.as_deref().unwrap_or("NULL"),
+                epoch.map_or_else(|| String::from("NULL"), |epoch| epoch.to_string())
+            ),
+        ));
+    }
     // No row in the snapshot although the upsert found one (inserted since), or a row the
     // upsert could have taken over but did not (changed since): decide again.
-    let state: Option<String> = column(scope, row, 2)?;
     let takeable: Option<bool> = column(scope, row, 6)?;
     let Some(state) = state.filter(|_| takeable != Some(true)) else {
         return Ok(Step::Retry);
@@ -781,18 +808,71 @@ fn is_identifier(name: &str) -> bool {
             .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_'))
 }
 
+/// What a stored row must hold to be read, and what is wrong with one that does not: each a
+/// condition on the row `r` (`{r}` in the text) and the reason it fails.
+const ROW_CHECKS: [(&str, &str); 9] = [
+    ("{r}.epoch >= 0", "negative epoch"),
+    // The next claim adds one; none comes after the largest bigint.
+    (
+        "{r}.epoch < 9223372036854775807",
+        "epoch at its maximum (no later epoch exists)",
+    ),
+    (
+        "{r}.state IN ('in_progress', 'completed', 'released')",
+        "unknown state",
+    ),
+    (
+        "octet_length({r}.fingerprint) = 32",
+        "fingerprint is not 32 bytes",
+    ),
+    (
+        "{r}.owner IS NULL OR octet_length({r}.owner) = 16",
+        "owner is not 16 bytes",
+    ),
+    (
+        "{r}.state <> 'in_progress' OR {r}.owner IS NOT NULL",
+        "in-progress record without owner",
+    ),
+    (
+        "{r}.state <> 'in_progress' OR {r}.lease_until IS NOT NULL",
+        "in-progress record without lease deadline",
+    ),
+    (
+        "{r}.state <> 'completed' OR {r}.payload IS NOT NULL",
+        "completed record without payload",
+    ),
+    ("{r}.expires_at IS NOT NULL", "record without expiry"),
+];
+
 impl Statements {
     fn new(table: &TableName) -> Self {
         let t = &table.quoted;
         let now = "statement_timestamp()";
-        // Whether the stored row `r` may be claimed by owner `owner`: past its ttl, released,
-        // or in progress by that owner (a retried claim) or with an expired lease. NULL (a
-        // damaged row) is not "yes": the upsert leaves such a row alone, and the claim reports
-        // it as unreadable.
+        let checks = |r: &str| ROW_CHECKS.map(|(check, reason)| (check.replace("{r}", r), reason));
+        // Whether row `r` can be read. NULL counts as a failed check, so this is never NULL.
+        let readable = |r: &str| {
+            checks(r)
+                .map(|(check, _)| format!("({check}) IS TRUE"))
+                .join(" AND ")
+        };
+        // Why row `r` cannot be read; NULL when it can.
+        let unreadable_because = |r: &str| {
+            let cases: Vec<String> = checks(r)
+                .iter()
+                .map(|(check, reason)| format!("WHEN ({check}) IS NOT TRUE THEN '{reason}'"))
+                .collect();
+            format!("CASE {} END", cases.join(" "))
+        };
+        // Whether the stored row `r` may be claimed by owner `owner`: readable, and past its
+        // ttl, released, or in progress by that owner (a retried claim) or with an expired
+        // lease. Readable comes first: a takeover computes the new epoch from the old one, and
+        // would quietly replace a corrupt one. The upsert never writes over a row that is not
+        // takeable, so an unreadable row stays as it is and every claim reports it.
         let takeable = |r: &str, owner: &str| {
             format!(
-                "({r}.expires_at <= {now} OR {r}.state = 'released' \
-                 OR ({r}.state = 'in_progress' AND ({r}.owner = {owner} OR {r}.lease_until <= {now})))"
+                "({readable} AND ({r}.expires_at <= {now} OR {r}.state = 'released' \
+                 OR ({r}.state = 'in_progress' AND ({r}.owner = {owner} OR {r}.lease_until <= {now}))))",
+                readable = readable(r),
             )
         };
         // The owner's own live claim, renewed without a new epoch (NULL: a takeover).
@@ -825,7 +905,7 @@ impl Statements {
         let claim = format!(
             "WITH cur AS (\
                  SELECT epoch, state, fingerprint = $3 AS same_fingerprint, payload, lease_until, \
-                     expires_at, {cur_takeable} AS takeable \
+                     expires_at, {cur_takeable} AS takeable, {cur_unreadable} AS unreadable \
                  FROM {t} AS c WHERE scope = $1 AND key = $2\
              ), up AS (\
                  INSERT INTO {t} AS r \
@@ -842,9 +922,10 @@ impl Statements {
                  RETURNING r.epoch\
              ) \
              SELECT (SELECT epoch FROM up), cur.epoch, cur.state, cur.same_fingerprint, cur.payload, \
-                 cur.lease_until - {now}, cur.takeable, cur.expires_at - {now} \
+                 cur.lease_until - {now}, cur.takeable, cur.expires_at - {now}, cur.unreadable \
              FROM (SELECT) AS one LEFT JOIN cur ON true",
             cur_takeable = takeable("c", "$4"),
+            cur_unreadable = unreadable_because("c"),
             r_takeable = takeable("r", "excluded.owner"),
         );
         // Also matches this lease's own completed row (a retried completion), which it leaves
