@@ -773,6 +773,85 @@ async fn schema_qualified_table_on_an_existing_pool() {
 }
 
 #[tokio::test]
+async fn migrate_refuses_an_existing_table_with_another_shape() {
+    let Some((store, mut tables)) = connect("idem_shape_base", 2).await else {
+        return;
+    };
+    let good = "scope bytea NOT NULL, key bytea NOT NULL, state text NOT NULL, owner bytea, \
+                epoch bigint NOT NULL, fingerprint bytea NOT NULL, lease_until timestamptz, \
+                expires_at timestamptz NOT NULL, payload bytea, PRIMARY KEY (scope, key)";
+    // (what is wrong, the table's columns, what the error must name)
+    let cases = [
+        (
+            "epoch is an integer",
+            good.replace("epoch bigint", "epoch integer"),
+            "epoch",
+        ),
+        (
+            "no payload column",
+            good.replace(", payload bytea", ""),
+            "payload",
+        ),
+        (
+            "owner is NOT NULL",
+            good.replace("owner bytea,", "owner bytea NOT NULL,"),
+            "owner",
+        ),
+        (
+            "key is text",
+            good.replace("key bytea NOT NULL", "key text NOT NULL"),
+            "key",
+        ),
+        (
+            "an extra required column",
+            format!("{good}, tenant text NOT NULL"),
+            "tenant",
+        ),
+        (
+            "no unique key on (scope, key)",
+            good.replace(", PRIMARY KEY (scope, key)", ""),
+            "(scope, key)",
+        ),
+    ];
+    for (what, columns, named) in &cases {
+        let table = support::unique_name("idem_shape");
+        exec(&store, format!("CREATE TABLE {table} ({columns})")).await;
+        tables.tables.push(table.clone());
+        let other = PostgresStore::builder()
+            .table(&table)
+            .build(store.pool().clone())
+            .unwrap();
+        match other.migrate().await {
+            Err(Error::InvalidInput { reason }) => assert!(
+                reason.contains(named) && reason.contains(&table),
+                "{what}: the error must name `{named}` and the table: {reason}"
+            ),
+            other => panic!("{what}: migrate must refuse the table, got {other:?}"),
+        }
+    }
+    // The store's own shape passes, and so does one with an extra column the store never
+    // writes (nullable or with a default).
+    let table = support::unique_name("idem_shape_ok");
+    exec(
+        &store,
+        format!("CREATE TABLE {table} ({good}, note text, created_at timestamptz NOT NULL DEFAULT now())"),
+    )
+    .await;
+    tables.tables.push(table.clone());
+    let extra = PostgresStore::builder()
+        .table(&table)
+        .build(store.pool().clone())
+        .unwrap();
+    extra.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let outcome = Call::new(&extra, "shape", "k")
+        .run(async { Ok::<u8, Error>(1) })
+        .await
+        .unwrap();
+    assert!(!outcome.is_replayed());
+}
+
+#[tokio::test]
 async fn oversized_scope_and_key_are_invalid_input() {
     let Some((store, _tables)) = connect("idem_size", 2).await else {
         return;

@@ -16,7 +16,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Error> {
 //! let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
-//! store.migrate().await?; // CREATE TABLE IF NOT EXISTS; safe to run on every start
+//! store.migrate().await?; // CREATE TABLE IF NOT EXISTS, then checks its shape; safe on every start
 //! let receipt = charge(&store, 42, 1_999).await?;
 //! # Ok(())
 //! # }
@@ -50,6 +50,12 @@
 //! opaque to the store; the engine writes format byte `0x01` (success) or `0x02` (cached error)
 //! followed by JSON. A released row is a tombstone that keeps the epoch counting until it
 //! expires.
+//!
+//! [`PostgresStore::migrate`] creates this table if it does not exist, and refuses one that
+//! exists with another shape (a column missing, of another type or nullability, an extra
+//! `NOT NULL` column without a default, no unique key on `(scope, key)`) with
+//! [`Error::InvalidInput`] naming each difference. Extra columns the store never has to write
+//! (nullable, or with a default) are fine.
 //!
 //! # Unreadable rows
 //!
@@ -204,7 +210,10 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: PgPool,
+    /// As configured: `table` or `schema.table`.
     table: String,
+    /// Quoted for SQL: `"table"` or `"schema"."table"`.
+    table_sql: String,
     sql: Statements,
 }
 
@@ -212,6 +221,8 @@ struct Inner {
 struct Statements {
     create_table: Arc<str>,
     create_index: Arc<str>,
+    columns: Arc<str>,
+    unique_key: Arc<str>,
     claim: Arc<str>,
     complete: Arc<str>,
     release: Arc<str>,
@@ -340,6 +351,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 table: table.display,
+                table_sql: table.quoted,
                 sql,
             }),
         }
@@ -356,8 +368,16 @@ impl PostgresStore {
     }
 
     /// Creates the table and its expiry index if they do not exist (the schema is in the
-    /// [module docs](self)). Safe to run on every start and from several processes at once:
-    /// concurrent runs are serialized by an advisory lock.
+    /// [module docs](self)), then checks that the table has the shape the store needs. Safe
+    /// to run on every start and from several processes at once: concurrent runs are
+    /// serialized by an advisory lock.
+    ///
+    /// An existing table of another shape fails with [`Error::InvalidInput`] (it is a
+    /// configuration to fix, not an outage to retry), naming every difference: a column of
+    /// the schema that is missing, of another type or of another nullability; a `NOT NULL`
+    /// column without a default that the store would never fill; no primary key or unique
+    /// index on exactly `(scope, key)`. Nothing is created then. Other columns are accepted
+    /// (nullable, or with a default): the store never writes them.
     pub async fn migrate(&self) -> Result<(), Error> {
         let mut tx = self.inner.pool.begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -365,12 +385,41 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        for statement in [&self.inner.sql.create_table, &self.inner.sql.create_index] {
-            sqlx::query(sql(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        sqlx::query(sql(&self.inner.sql.create_table))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        // Checked before the index is created, which would otherwise fail on a table without
+        // `expires_at` with a less helpful message.
+        let columns: Vec<FoundColumn> = sqlx::query(sql(&self.inner.sql.columns))
+            .bind(&self.inner.table_sql)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(FoundColumn::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)?;
+        let unique_key: bool = sqlx::query_scalar(sql(&self.inner.sql.unique_key))
+            .bind(&self.inner.table_sql)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let differences = shape_differences(&columns, unique_key);
+        if !differences.is_empty() {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "table {} does not have the shape PostgresStore needs (see the schema in \
+                     the PostgresStore docs): {}",
+                    self.inner.table,
+                    differences.join("; ")
+                ),
+            });
         }
+        sqlx::query(sql(&self.inner.sql.create_index))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         tx.commit().await.map_err(store_error)
     }
 
@@ -710,6 +759,92 @@ fn is_transient(error: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "40001" || code == "40P01")
 }
 
+/// The columns of the schema: name, type as `format_type` spells it, type as the schema
+/// writes it, and whether it is `NOT NULL`. `migrate` creates the table from this list and
+/// checks an existing one against it.
+const COLUMNS: [(&str, &str, &str, bool); 9] = [
+    ("scope", "bytea", "bytea", true),
+    ("key", "bytea", "bytea", true),
+    ("state", "text", "text", true),
+    ("owner", "bytea", "bytea", false),
+    ("epoch", "bigint", "bigint", true),
+    ("fingerprint", "bytea", "bytea", true),
+    (
+        "lease_until",
+        "timestamp with time zone",
+        "timestamptz",
+        false,
+    ),
+    (
+        "expires_at",
+        "timestamp with time zone",
+        "timestamptz",
+        true,
+    ),
+    ("payload", "bytea", "bytea", false),
+];
+
+/// A column of an existing table, as the catalog describes it.
+struct FoundColumn {
+    name: String,
+    type_name: String,
+    not_null: bool,
+    /// A default, an identity or a generated column: inserts need not name it.
+    filled_by_server: bool,
+}
+
+impl FoundColumn {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(FoundColumn {
+            name: row.try_get(0)?,
+            type_name: row.try_get(1)?,
+            not_null: row.try_get(2)?,
+            filled_by_server: row.try_get(3)?,
+        })
+    }
+}
+
+/// How an existing table differs from the schema the store needs; empty when it fits.
+fn shape_differences(found: &[FoundColumn], has_unique_key: bool) -> Vec<String> {
+    let nullability = |not_null: bool| if not_null { "NOT NULL" } else { "nullable" };
+    let mut differences = Vec::new();
+    for (name, type_name, _, not_null) in COLUMNS {
+        match found.iter().find(|column| column.name == name) {
+            None => differences.push(format!("column `{name}` is missing")),
+            Some(column) => {
+                if column.type_name != type_name {
+                    differences.push(format!(
+                        "column `{name}` is {}, expected {type_name}",
+                        column.type_name
+                    ));
+                }
+                if column.not_null != not_null {
+                    differences.push(format!(
+                        "column `{name}` is {}, expected {}",
+                        nullability(column.not_null),
+                        nullability(not_null)
+                    ));
+                }
+            }
+        }
+    }
+    for column in found {
+        let known = COLUMNS.iter().any(|(name, ..)| *name == column.name);
+        if !known && column.not_null && !column.filled_by_server {
+            differences.push(format!(
+                "column `{}` is NOT NULL without a default, and the store never writes it",
+                column.name
+            ));
+        }
+    }
+    if !has_unique_key {
+        differences.push(String::from(
+            "no primary key or unique index on exactly (scope, key)",
+        ));
+    }
+    differences
+}
+
 /// A duration as a PostgreSQL interval of whole microseconds, capped at [`FAR_FUTURE_MICROS`].
 fn interval(duration: Duration) -> PgInterval {
     PgInterval {
@@ -884,20 +1019,35 @@ impl Statements {
         // so a key's epochs never repeat once its row is purged.
         let clock_micros = format!("CAST(FLOOR(EXTRACT(EPOCH FROM {now}) * 1000000) AS bigint)");
 
-        let create_table = format!(
-            "CREATE TABLE IF NOT EXISTS {t} (\n\
-             \x20   scope       bytea       NOT NULL,\n\
-             \x20   key         bytea       NOT NULL,\n\
-             \x20   state       text        NOT NULL,\n\
-             \x20   owner       bytea,\n\
-             \x20   epoch       bigint      NOT NULL,\n\
-             \x20   fingerprint bytea       NOT NULL,\n\
-             \x20   lease_until timestamptz,\n\
-             \x20   expires_at  timestamptz NOT NULL,\n\
-             \x20   payload     bytea,\n\
-             \x20   PRIMARY KEY (scope, key)\n\
-             )"
-        );
+        let columns: String = COLUMNS
+            .iter()
+            .map(|(name, _, declared, not_null)| {
+                let line = format!(
+                    "    {name:<11} {declared:<11} {}",
+                    if *not_null { "NOT NULL" } else { "" }
+                );
+                format!("{},\n", line.trim_end())
+            })
+            .collect();
+        let create_table =
+            format!("CREATE TABLE IF NOT EXISTS {t} (\n{columns}    PRIMARY KEY (scope, key)\n)");
+        // The table's columns, resolved like the other statements' table name (`$1`: quoted).
+        let columns =
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                 a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' \
+             FROM pg_attribute AS a \
+             WHERE a.attrelid = CAST($1::text AS regclass) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum"
+                .to_owned();
+        // A unique index `ON CONFLICT (scope, key)` can use: immediate, not partial, on
+        // exactly those two columns (in either order).
+        let unique_key = "SELECT EXISTS (SELECT 1 FROM pg_index AS i \
+                 WHERE i.indrelid = CAST($1::text AS regclass) AND i.indisunique AND i.indimmediate \
+                     AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 2 \
+                     AND ARRAY(SELECT a.attname::text FROM pg_attribute AS a \
+                         WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:1]) \
+                         ORDER BY 1) = ARRAY['key', 'scope'])"
+            .to_owned();
         let create_index = format!(
             "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
             table.index
@@ -954,6 +1104,8 @@ impl Statements {
         Statements {
             create_table: create_table.into(),
             create_index: create_index.into(),
+            columns: columns.into(),
+            unique_key: unique_key.into(),
             claim: claim.into(),
             complete: complete.into(),
             release: release.into(),
@@ -1218,6 +1370,69 @@ mod tests {
         let short = TableName::from_parts(Some("s"), "t");
         assert_eq!(short.index, "t_expires_at_idx");
         assert_eq!(short.quoted, "\"s\".\"t\"");
+    }
+
+    #[test]
+    fn the_table_is_created_as_the_docs_show() {
+        let sql = Statements::new(&TableName::default_table());
+        assert_eq!(
+            &*sql.create_table,
+            "CREATE TABLE IF NOT EXISTS \"idempotency_records\" (\n\
+             \x20   scope       bytea       NOT NULL,\n\
+             \x20   key         bytea       NOT NULL,\n\
+             \x20   state       text        NOT NULL,\n\
+             \x20   owner       bytea,\n\
+             \x20   epoch       bigint      NOT NULL,\n\
+             \x20   fingerprint bytea       NOT NULL,\n\
+             \x20   lease_until timestamptz,\n\
+             \x20   expires_at  timestamptz NOT NULL,\n\
+             \x20   payload     bytea,\n\
+             \x20   PRIMARY KEY (scope, key)\n\
+             )"
+        );
+    }
+
+    #[test]
+    fn shape_differences_name_each_column() {
+        let schema = || {
+            COLUMNS
+                .iter()
+                .map(|(name, type_name, _, not_null)| FoundColumn {
+                    name: (*name).to_owned(),
+                    type_name: (*type_name).to_owned(),
+                    not_null: *not_null,
+                    filled_by_server: false,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(shape_differences(&schema(), true).is_empty());
+
+        let mut columns = schema();
+        columns.retain(|column| column.name != "payload");
+        columns[4].type_name = "integer".to_owned(); // epoch
+        columns[3].not_null = true; // owner
+        columns.push(FoundColumn {
+            name: "tenant".to_owned(),
+            type_name: "text".to_owned(),
+            not_null: true,
+            filled_by_server: false,
+        });
+        columns.push(FoundColumn {
+            name: "created_at".to_owned(),
+            type_name: "timestamp with time zone".to_owned(),
+            not_null: true,
+            filled_by_server: true,
+        });
+        assert_eq!(
+            shape_differences(&columns, false),
+            [
+                "column `owner` is NOT NULL, expected nullable",
+                "column `epoch` is integer, expected bigint",
+                "column `payload` is missing",
+                "column `tenant` is NOT NULL without a default, and the store never writes it",
+                "no primary key or unique index on exactly (scope, key)",
+            ]
+        );
     }
 
     #[test]
