@@ -135,19 +135,38 @@
 //! transaction as those writes: they commit together or not at all. See [`TransactionalCall`]
 //! for exactly what that guarantees.
 //!
+//! # Timeouts
+//!
+//! Every operation is bounded by [`PostgresStoreBuilder::timeout`] (default 5 s), counted from
+//! its start, waiting for a pool connection included: a claim (with its retries), a
+//! completion (and the statement of [`PostgresStore::complete_in`]), a release, an extension,
+//! each batch of [`purge_expired`](IdempotencyStore::purge_expired),
+//! [`migrate`](PostgresStore::migrate), and the `BEGIN`, `COMMIT` and `ROLLBACK` of
+//! transactional mode. A server that stops answering (a network partition, a stopped process)
+//! makes the operation fail with [`Error::Store`] whose source is an
+//! [`io::ErrorKind::TimedOut`] error, and the call fails closed. The connection is then closed
+//! rather than returned to the pool, whose next connection is a fresh one. A claim or
+//! completion that timed out may still have been applied by the server: a completion is
+//! harmless to repeat; a claim that was granted is held until its lease expires. The default
+//! is far above a healthy round trip, even on a loaded server, and short enough that a call
+//! fails well within the default 30 s lease, while a heartbeat (every third of the lease)
+//! that timed out still leaves the next one time to land.
+//!
 //! # Connections
 //!
 //! [`PostgresStore::connect`] builds a pool of 16 connections that are not pinged before each
 //! use (sqlx's `test_before_acquire` is off), so a replay costs one round trip rather than two.
 //! A connection the server dropped while it sat idle fails the one call that picks it up, with
 //! [`Error::Store`] (the call fails closed), and is then replaced. While the server is down,
-//! calls fail after the pool's acquire timeout (5 s, see
+//! calls fail after the timeout, or the pool's acquire timeout if it is shorter (5 s, see
 //! [`PostgresStoreBuilder::acquire_timeout`]). Pass your own pool to
 //! [`PostgresStore::from_pool`] or [`PostgresStoreBuilder::build`] to choose otherwise. sqlx
 //! is re-exported ([`sqlx`]) so that the pool and transaction types you pass in match the
 //! version the store is built with.
 
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -156,9 +175,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
+use tokio::time::Instant;
 
 use crate::engine::{Call, CallOptions, OnStoreError, Outcome};
 use crate::error::Error;
@@ -173,6 +194,10 @@ const BACKEND: &str = "postgres";
 const DEFAULT_TABLE: &str = "idempotency_records";
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one store operation may take, waiting for a connection included.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A deadline for "no timeout" (`Duration::MAX`), which `Instant` cannot add.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 /// The longest scope plus key a claim accepts: both sit in the primary key, whose entries
 /// PostgreSQL caps at 2,704 bytes on the default 8 KiB page.
 const MAX_SCOPE_AND_KEY_BYTES: usize = 2048;
@@ -214,6 +239,7 @@ struct Inner {
     table: String,
     /// Quoted for SQL: `"table"` or `"schema"."table"`.
     table_sql: String,
+    timeout: Duration,
     sql: Statements,
 }
 
@@ -234,16 +260,18 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.inner.table)
+            .field("timeout", &self.inner.timeout)
             .field("pool_size", &self.inner.pool.size())
             .finish_non_exhaustive()
     }
 }
 
-/// Builder for [`PostgresStore`]: the table name and, for [`connect`](Self::connect), the pool
-/// settings.
+/// Builder for [`PostgresStore`]: the table name, the timeouts and, for
+/// [`connect`](Self::connect), the pool settings.
 #[derive(Debug, Clone)]
 pub struct PostgresStoreBuilder {
     table: String,
+    timeout: Duration,
     max_connections: u32,
     acquire_timeout: Duration,
 }
@@ -252,6 +280,7 @@ impl Default for PostgresStoreBuilder {
     fn default() -> Self {
         PostgresStoreBuilder {
             table: DEFAULT_TABLE.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
@@ -267,6 +296,22 @@ impl PostgresStoreBuilder {
     /// so it is checked rather than escaped.
     pub fn table(mut self, name: impl Into<String>) -> Self {
         self.table = name.into();
+        self
+    }
+
+    /// The longest one store operation may take (default 5 s): a claim, a completion (also
+    /// the statement of [`PostgresStore::complete_in`]), a release, an extension, one batch of
+    /// [`purge_expired`](IdempotencyStore::purge_expired), [`PostgresStore::migrate`], and
+    /// the begin and commit of [transactional mode](PostgresStore::transactional). It counts
+    /// from the start of the operation, so it includes waiting for a pool connection.
+    ///
+    /// Past it the operation fails with [`Error::Store`] (whose source says it timed out) and
+    /// the call fails closed; the connection it was using is closed rather than returned to
+    /// the pool, since its state is unknown. A claim or completion that timed out may still
+    /// have been applied by the server. Applies to [`build`](Self::build) too.
+    /// `Duration::MAX` means no timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 
@@ -314,13 +359,14 @@ impl PostgresStoreBuilder {
             // replaced when it is returned.
             .test_before_acquire(false)
             .connect_lazy_with(options);
-        Ok(PostgresStore::with_table(pool, table))
+        Ok(PostgresStore::with_settings(pool, table, &self))
     }
 
-    /// Builds the store on an existing pool (the pool keeps its own settings).
+    /// Builds the store on an existing pool (the pool keeps its own settings; the store's
+    /// [`timeout`](Self::timeout) applies).
     pub fn build(self, pool: PgPool) -> Result<PostgresStore, Error> {
         let table = TableName::parse(&self.table)?;
-        Ok(PostgresStore::with_table(pool, table))
+        Ok(PostgresStore::with_settings(pool, table, &self))
     }
 }
 
@@ -337,21 +383,23 @@ impl PostgresStore {
     /// This puts a sqlx type in this crate's API, as transactional mode must anyway: the pool
     /// must come from the same sqlx version ([`sqlx`] is re-exported for that).
     pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore::with_table(pool, TableName::default_table())
+        let settings = PostgresStoreBuilder::default();
+        PostgresStore::with_settings(pool, TableName::default_table(), &settings)
     }
 
-    /// Configures the table name and pool size.
+    /// Configures the table name, timeouts and pool size.
     pub fn builder() -> PostgresStoreBuilder {
         PostgresStoreBuilder::default()
     }
 
-    fn with_table(pool: PgPool, table: TableName) -> Self {
+    fn with_settings(pool: PgPool, table: TableName, settings: &PostgresStoreBuilder) -> Self {
         let sql = Statements::new(&table);
         PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 table: table.display,
                 table_sql: table.quoted,
+                timeout: settings.timeout,
                 sql,
             }),
         }
@@ -370,7 +418,8 @@ impl PostgresStore {
     /// Creates the table and its expiry index if they do not exist (the schema is in the
     /// [module docs](self)), then checks that the table has the shape the store needs. Safe
     /// to run on every start and from several processes at once: concurrent runs are
-    /// serialized by an advisory lock.
+    /// serialized by an advisory lock. Bounded by [`PostgresStoreBuilder::timeout`], waiting
+    /// for a concurrent run included.
     ///
     /// An existing table of another shape fails with [`Error::InvalidInput`] (it is a
     /// configuration to fix, not an outage to retry), naming every difference: a column of
@@ -379,6 +428,10 @@ impl PostgresStore {
     /// index on exactly `(scope, key)`. Nothing is created then. Other columns are accepted
     /// (nullable, or with a default): the store never writes them.
     pub async fn migrate(&self) -> Result<(), Error> {
+        self.bounded("migration", self.migrate_unbounded()).await
+    }
+
+    async fn migrate_unbounded(&self) -> Result<(), Error> {
         let mut tx = self.inner.pool.begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("idempotent.migrate:{}", self.inner.table))
@@ -435,6 +488,10 @@ impl PostgresStore {
     /// transaction's snapshot makes this update fail with a serialization error
     /// ([`Error::Store`]).
     ///
+    /// The statement is bounded by [`PostgresStoreBuilder::timeout`]; after a timeout
+    /// ([`Error::Store`]) the connection may still be waiting for its answer, so roll back
+    /// (or drop) the transaction.
+    ///
     /// A hand-rolled flow has no heartbeat: the lease must outlast the work, or the caller
     /// [`extend`](IdempotencyStore::extend)s it (on the pool, not in the transaction). For
     /// [`Call`] and [`TransactionalCall`] to replay the record, `payload` must be in the
@@ -476,6 +533,20 @@ impl PostgresStore {
         payload: Bytes,
         ttl: Duration,
     ) -> Result<(), Error> {
+        self.bounded(
+            "completion",
+            self.complete_unbounded(transaction, lease, payload, ttl),
+        )
+        .await
+    }
+
+    async fn complete_unbounded(
+        &self,
+        connection: &mut PgConnection,
+        lease: &Lease,
+        payload: Bytes,
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let Some(epoch) = lease_epoch(lease) else {
             return Err(Error::LeaseLost);
         };
@@ -486,7 +557,7 @@ impl PostgresStore {
             .bind(epoch)
             .bind(&payload[..])
             .bind(interval(ttl))
-            .execute(&mut *transaction)
+            .execute(&mut *connection)
             .await
             .map_err(store_error)?
             .rows_affected();
@@ -512,6 +583,7 @@ impl PostgresStore {
     /// Runs a compare-and-set update on the lease's row; no row updated is `LeaseLost`.
     async fn update_lease(
         &self,
+        operation: &'static str,
         statement: &Arc<str>,
         lease: &Lease,
         lease_for: Option<PgInterval>,
@@ -527,11 +599,15 @@ impl PostgresStore {
         if let Some(lease_for) = lease_for {
             query = query.bind(lease_for);
         }
-        let updated = query
-            .execute(&self.inner.pool)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
+        let updated = self
+            .on_connection(operation, async |connection| {
+                query
+                    .execute(connection)
+                    .await
+                    .map_err(store_error)
+                    .map(|done| done.rows_affected())
+            })
+            .await?;
         if updated == 1 {
             Ok(())
         } else {
@@ -539,45 +615,26 @@ impl PostgresStore {
         }
     }
 
-    async fn claim_once(
+    /// The claim's statements on one connection: again while the snapshot was stale or the
+    /// statement hit a transient conflict.
+    async fn claim_on(
         &self,
+        connection: &mut PgConnection,
         request: &ClaimRequest<'_>,
-        owner: &[u8; 16],
-    ) -> Result<Option<PgRow>, sqlx::Error> {
-        sqlx::query(sql(&self.inner.sql.claim))
-            .bind(request.scope.as_bytes())
-            .bind(request.key.as_bytes())
-            .bind(&request.fingerprint.as_bytes()[..])
-            .bind(&owner[..])
-            .bind(interval(request.lease))
-            .bind(interval(request.ttl.max(request.lease)))
-            .fetch_optional(&self.inner.pool)
-            .await
-    }
-}
-
-/// What one run of the claim statement decided.
-enum Step {
-    Decided(Claim),
-    /// The statement's snapshot was stale: run it again.
-    Retry,
-}
-
-#[async_trait]
-impl IdempotencyStore for PostgresStore {
-    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
-        if request.scope.len() + request.key.len() > MAX_SCOPE_AND_KEY_BYTES {
-            return Err(Error::InvalidInput {
-                reason: format!(
-                    "scope and key are {} bytes together; the PostgreSQL store holds at most {MAX_SCOPE_AND_KEY_BYTES}",
-                    request.scope.len() + request.key.len()
-                ),
-            });
-        }
+    ) -> Result<Claim, Error> {
         let owner = owner_bytes(request.owner);
         let mut last_error = None;
         for _ in 0..CLAIM_ATTEMPTS {
-            match self.claim_once(request, &owner).await {
+            let row = sqlx::query(sql(&self.inner.sql.claim))
+                .bind(request.scope.as_bytes())
+                .bind(request.key.as_bytes())
+                .bind(&request.fingerprint.as_bytes()[..])
+                .bind(&owner[..])
+                .bind(interval(request.lease))
+                .bind(interval(request.ttl.max(request.lease)))
+                .fetch_optional(&mut *connection)
+                .await;
+            match row {
                 Ok(Some(row)) => match decide(request, &row)? {
                     Step::Decided(claim) => return Ok(claim),
                     Step::Retry => {}
@@ -599,19 +656,109 @@ impl IdempotencyStore for PostgresStore {
         })
     }
 
+    /// When an operation starting now must be done.
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.inner.timeout)
+            .unwrap_or(now + FAR_FUTURE)
+    }
+
+    fn timed_out(&self, operation: &str) -> Error {
+        Error::store(
+            BACKEND,
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the PostgreSQL {operation} timed out after {:?}",
+                    self.inner.timeout
+                ),
+            ),
+        )
+    }
+
+    /// Runs `operation` within the store's timeout.
+    async fn bounded<T>(
+        &self,
+        operation: &str,
+        future: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout_at(self.deadline(), future)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out(operation)))
+    }
+
+    /// Runs `operation` on a pool connection, waiting for the connection included, within the
+    /// store's timeout. A connection whose statement timed out is closed rather than returned
+    /// to the pool: it may still be waiting for an answer that never comes, and the pool would
+    /// otherwise wait for that answer before reusing it. A caller that drops this future (a
+    /// cancelled call) returns the connection the usual way: sqlx reads the statement's answer
+    /// before it reuses the connection, so the statement is not cut short on the server.
+    async fn on_connection<T>(
+        &self,
+        operation: &str,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let deadline = self.deadline();
+        let mut connection: PoolConnection<Postgres> =
+            match tokio::time::timeout_at(deadline, self.inner.pool.acquire()).await {
+                Ok(connection) => connection.map_err(store_error)?,
+                Err(_) => return Err(self.timed_out(operation)),
+            };
+        match tokio::time::timeout_at(deadline, run(&mut connection)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                connection.close_on_drop();
+                Err(self.timed_out(operation))
+            }
+        }
+    }
+}
+
+/// What one run of the claim statement decided.
+enum Step {
+    Decided(Claim),
+    /// The statement's snapshot was stale: run it again.
+    Retry,
+}
+
+#[async_trait]
+impl IdempotencyStore for PostgresStore {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        if request.scope.len() + request.key.len() > MAX_SCOPE_AND_KEY_BYTES {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "scope and key are {} bytes together; the PostgreSQL store holds at most {MAX_SCOPE_AND_KEY_BYTES}",
+                    request.scope.len() + request.key.len()
+                ),
+            });
+        }
+        self.on_connection("claim", async |connection| {
+            self.claim_on(connection, request).await
+        })
+        .await
+    }
+
     async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
-        let mut connection = self.inner.pool.acquire().await.map_err(store_error)?;
-        self.complete_in(&mut connection, lease, payload, ttl).await
+        self.on_connection("completion", async |connection| {
+            self.complete_unbounded(connection, lease, payload, ttl)
+                .await
+        })
+        .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        self.update_lease(&self.inner.sql.release, lease, None)
+        self.update_lease("release", &self.inner.sql.release, lease, None)
             .await
     }
 
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.update_lease(&self.inner.sql.extend, lease, Some(interval(lease_for)))
-            .await
+        self.update_lease(
+            "lease extension",
+            &self.inner.sql.extend,
+            lease,
+            Some(interval(lease_for)),
+        )
+        .await
     }
 
     fn release_in_background(&self, lease: Lease) {
@@ -625,12 +772,17 @@ impl IdempotencyStore for PostgresStore {
     async fn purge_expired(&self) -> Result<u64, Error> {
         let mut removed = 0u64;
         loop {
-            let batch = sqlx::query(sql(&self.inner.sql.purge))
-                .bind(PURGE_BATCH)
-                .execute(&self.inner.pool)
-                .await
-                .map_err(store_error)?
-                .rows_affected();
+            // Each batch is bounded on its own: a large purge may take longer than one timeout.
+            let batch = self
+                .on_connection("purge", async |connection| {
+                    sqlx::query(sql(&self.inner.sql.purge))
+                        .bind(PURGE_BATCH)
+                        .execute(connection)
+                        .await
+                        .map_err(store_error)
+                        .map(|done| done.rows_affected())
+                })
+                .await?;
             removed += batch;
             if batch < PURGE_BATCH.unsigned_abs() {
                 return Ok(removed);
@@ -1236,7 +1388,11 @@ impl<'a> TransactionalCall<'a> {
             .fingerprint(fingerprint)
             .options(options)
             .run(async move {
-                let mut tx = store.inner.pool.begin().await.map_err(store_error)?;
+                let mut tx = store
+                    .bounded("transaction begin", async {
+                        store.inner.pool.begin().await.map_err(store_error)
+                    })
+                    .await?;
                 match body(&mut tx).await {
                     Ok(value) => {
                         // Committed by `InTransaction::complete`, together with the record.
@@ -1244,7 +1400,7 @@ impl<'a> TransactionalCall<'a> {
                         Ok(value)
                     }
                     Err(error) => {
-                        rollback(tx).await;
+                        rollback(store, tx).await;
                         Err(error)
                     }
                 }
@@ -1272,9 +1428,15 @@ impl InTransaction<'_> {
     }
 }
 
-async fn rollback(tx: PgTransaction) {
-    if let Err(error) = tx.rollback().await {
-        // The connection is gone; the server rolls the transaction back on its own.
+/// Rolls back within the store's timeout. If that fails, the server rolls the transaction back
+/// on its own when the connection ends (or sqlx does, before it reuses the connection).
+async fn rollback(store: &PostgresStore, tx: PgTransaction) {
+    let rolled_back = store
+        .bounded("rollback", async {
+            tx.rollback().await.map_err(store_error)
+        })
+        .await;
+    if let Err(error) = rolled_back {
         tracing::debug!(%error, "rollback failed");
     }
 }
@@ -1293,9 +1455,13 @@ impl IdempotencyStore for InTransaction<'_> {
             ));
         };
         match self.store.complete_in(&mut tx, lease, payload, ttl).await {
-            Ok(()) => tx.commit().await.map_err(store_error),
+            Ok(()) => {
+                self.store
+                    .bounded("commit", async { tx.commit().await.map_err(store_error) })
+                    .await
+            }
             Err(error) => {
-                rollback(tx).await;
+                rollback(self.store, tx).await;
                 Err(error)
             }
         }
@@ -1303,7 +1469,7 @@ impl IdempotencyStore for InTransaction<'_> {
 
     async fn release(&self, lease: &Lease) -> Result<(), Error> {
         if let Some(tx) = self.take_pending() {
-            rollback(tx).await;
+            rollback(self.store, tx).await;
         }
         self.store.release(lease).await
     }

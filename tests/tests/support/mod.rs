@@ -12,6 +12,7 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis_data;
 pub mod redis_server;
+pub mod tcp_proxy;
 
 use std::time::Duration;
 

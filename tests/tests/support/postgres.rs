@@ -1,7 +1,14 @@
-//! PostgreSQL helpers: a store on a table of its own, dropped when the test ends.
+//! PostgreSQL helpers: a store on a table of its own, dropped when the test ends, reaching the
+//! server directly or through a proxy that can go silent.
 
-use idempotent_core::PostgresStore;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::{PostgresStore, PostgresStoreBuilder};
+
+use super::tcp_proxy::SilentProxy;
 
 /// Drops the named tables when the test ends (also when it panics), on a connection and a
 /// runtime of its own, since the test's runtime may already be shutting down.
@@ -60,4 +67,45 @@ pub async fn connect(prefix: &str, max_connections: u32) -> Option<(PostgresStor
     };
     store.migrate().await.expect("migrate");
     Some((store, guard))
+}
+
+/// A store on a fresh table, migrated, whose pool of `max_connections` reaches the server
+/// through a [`SilentProxy`]; the builder's other settings apply (its table is replaced).
+/// Waiting for a pool connection is allowed longer than the store's timeout, so that the
+/// timeout is what bounds an operation.
+pub async fn connect_through_proxy(
+    prefix: &str,
+    builder: PostgresStoreBuilder,
+    max_connections: u32,
+) -> Option<(PostgresStore, SilentProxy, DropTables)> {
+    let url = super::postgres_url();
+    // Reachable directly first, so a missing server is reported as such.
+    match PgConnection::connect(&url).await {
+        Ok(connection) => connection.close().await.expect("close"),
+        Err(error) => return super::unavailable("PostgreSQL", &url, error),
+    }
+    let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+    let upstream: SocketAddr = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .expect("resolve the PostgreSQL host")
+        .next()
+        .expect("an address for the PostgreSQL host");
+    let proxy = SilentProxy::start(upstream).await.expect("start the proxy");
+    let table = super::unique_name(prefix);
+    let proxied = options
+        .host("127.0.0.1")
+        .port(proxy.address().port())
+        .application_name(&table);
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .test_before_acquire(false)
+        .connect_lazy_with(proxied);
+    let store = builder.table(&table).build(pool).expect("build the store");
+    let guard = DropTables {
+        url,
+        tables: vec![table],
+    };
+    store.migrate().await.expect("migrate");
+    Some((store, proxy, guard))
 }
