@@ -1,21 +1,25 @@
 //! `PostgresStore` operations are bounded in time: a server that stops answering (reached
-//! through a proxy that goes silent) fails each operation within the store's timeout.
+//! through a proxy that goes silent), and a row lock held by another transaction.
 //!
-//! Its own test binary: the silent proxy disturbs no other test's store.
+//! Its own test binary: the silent proxy and the held locks disturb no other test's store.
 
 #![cfg(feature = "postgres")]
 
 mod support;
 
-use support::postgres::connect_through_proxy;
+use support::postgres::{connect_through_proxy, connect_with};
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
-use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, PostgresStore};
+use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::{
+    Call, CallOptions, Disposition, Error, IdempotencyStore, OnInFlight, PostgresStore,
+};
 
 fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
     ClaimRequest {
@@ -164,4 +168,211 @@ async fn silent_server_fails_every_operation_within_the_timeout_and_the_store_re
         .await
         .unwrap();
     assert_eq!(outcome.value, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row locks held by another transaction
+
+/// A connection of its own with a transaction holding `FOR UPDATE` on the record's row.
+async fn lock_row(store: &PostgresStore, scope: &str, key: &str) -> PgConnection {
+    let mut locker = PgConnection::connect(&support::postgres_url())
+        .await
+        .expect("connect the locker");
+    sqlx::query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .expect("begin");
+    let locked = sqlx::query(AssertSqlSafe(format!(
+        "SELECT 1 FROM {} WHERE scope = $1 AND key = $2 FOR UPDATE",
+        store.table()
+    )))
+    .bind(scope.as_bytes())
+    .bind(key.as_bytes())
+    .fetch_all(&mut locker)
+    .await
+    .expect("lock the row");
+    assert_eq!(locked.len(), 1, "the row to lock exists");
+    locker
+}
+
+/// The store's connections (their `application_name` is the table name, see
+/// `support::postgres::connect_with`) whose statement waits for a lock.
+async fn waiting_on_locks(admin: &mut PgConnection, store: &PostgresStore) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND application_name = $1 ORDER BY pid",
+    )
+    .bind(store.table())
+    .fetch_all(admin)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// A record a claim would take over (released), so the claim must lock its row.
+async fn released_row(store: &PostgresStore, scope: &str, key: &str) -> u64 {
+    let lease = acquire(store, scope, key).await;
+    store.release(&lease).await.unwrap();
+    lease.epoch()
+}
+
+#[tokio::test]
+async fn claim_on_a_row_locked_by_another_transaction_respects_the_wait_budget() {
+    // One connection: if the claim kept it waiting on the server, nothing else could run.
+    let builder = PostgresStore::builder().max_connections(1);
+    let Some((store, _tables)) = connect_with("idem_locked", builder).await else {
+        return;
+    };
+    let (scope, key) = ("locked", "k");
+    released_row(&store, scope, key).await;
+    let mut locker = lock_row(&store, scope, key).await;
+
+    let budget = Duration::from_secs(1);
+    let runs = AtomicUsize::new(0);
+    let started = Instant::now();
+    let call = tokio::time::timeout(
+        Duration::from_secs(5),
+        Call::new(&store, scope, key)
+            .options(CallOptions::new().wait_timeout(budget))
+            .run(async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<u8, Error>(1)
+            }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the call was still waiting for the row lock after 5 s"));
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(call, Err(Error::InFlight { .. })),
+        "a key whose row another transaction holds is in flight: {call:?}"
+    );
+    assert!(
+        elapsed >= budget && elapsed < Duration::from_secs(3),
+        "the call returned after {elapsed:?}, its wait budget is {budget:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    // The pool's one connection is free again, and nothing of the store waits on the server.
+    let other = tokio::time::timeout(
+        Duration::from_secs(1),
+        store.claim(&request(scope, "other", OwnerId::new())),
+    )
+    .await
+    .expect("the pool's connection is free");
+    assert!(matches!(other, Ok(Claim::Acquired(_))), "{other:?}");
+    let mut admin = PgConnection::connect(&support::postgres_url())
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting_on_locks(&mut admin, &store).await,
+        Vec::<i32>::new()
+    );
+
+    // The lock gone, the key is claimed as usual.
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let outcome = Call::new(&store, scope, key)
+        .run(async { Ok::<u8, Error>(2) })
+        .await
+        .unwrap();
+    assert_eq!(outcome.disposition, Disposition::Executed);
+}
+
+#[tokio::test]
+async fn claim_on_a_locked_row_in_reject_mode_is_in_flight_at_once() {
+    let lock_timeout = Duration::from_millis(250);
+    let builder = PostgresStore::builder()
+        .max_connections(2)
+        .lock_timeout(lock_timeout);
+    let Some((store, _tables)) = connect_with("idem_locked_reject", builder).await else {
+        return;
+    };
+    assert!(format!("{store:?}").contains("lock_timeout: 250ms"));
+    let (scope, key) = ("locked", "k");
+    released_row(&store, scope, key).await;
+    let _locker = lock_row(&store, scope, key).await;
+    let started = Instant::now();
+    let call = tokio::time::timeout(
+        Duration::from_secs(5),
+        Call::new(&store, scope, key)
+            .options(CallOptions::new().on_in_flight(OnInFlight::Reject))
+            .run(async { Ok::<u8, Error>(1) }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the call was still waiting for the row lock after 5 s"));
+    let elapsed = started.elapsed();
+    match call {
+        Err(Error::InFlight { retry_after }) => assert_eq!(retry_after, lock_timeout),
+        other => panic!("expected Error::InFlight, got {other:?}"),
+    }
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "rejected after {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_that_meets_an_uncommitted_completion_waits_then_replays_it() {
+    let Some((store, _tables)) = connect_with("idem_locked_tx", PostgresStore::builder()).await
+    else {
+        return;
+    };
+    let (scope, key) = ("locked", "tx");
+    // The owner's lease has run out (it paused), so a duplicate would take the key over, but
+    // the owner is committing its transactional completion right now: the row is locked.
+    let lease = acquire(&store, scope, key).await;
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {} SET lease_until = statement_timestamp() - interval '1 second'",
+        store.table()
+    )))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let mut owner = PgConnection::connect(&support::postgres_url())
+        .await
+        .unwrap();
+    let mut tx = owner.begin().await.unwrap();
+    store
+        .complete_in(
+            &mut tx,
+            &lease,
+            Bytes::from_static(b"\x01\"done\""),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let rejected = tokio::time::timeout(
+        Duration::from_secs(3),
+        Call::new(&store, scope, key)
+            .options(CallOptions::new().on_in_flight(OnInFlight::Reject))
+            .run(async { Ok::<String, Error>(String::from("again")) }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the claim was still waiting for the row lock after 3 s"));
+    assert!(
+        matches!(rejected, Err(Error::InFlight { .. })),
+        "{rejected:?}"
+    );
+    let waiting = {
+        let (store, runs) = (store.clone(), runs.clone());
+        tokio::spawn(async move {
+            Call::new(&store, scope, key)
+                .options(CallOptions::new().wait_timeout(Duration::from_secs(10)))
+                .run(async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<String, Error>(String::from("again"))
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting call returns once the completion commits")
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.value, "done");
+    assert_eq!(outcome.disposition, Disposition::Replayed);
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
 }

@@ -79,6 +79,7 @@
 //!     INSERT INTO t AS r (...)
 //!     SELECT $1, $2, 'in_progress', $4, clock_us, $3, now + $5, now + $6, NULL
 //!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable)
+//!       AND set_config('lock_timeout', '<lock timeout>', true) IS NOT NULL
 //!     ON CONFLICT (scope, key) DO UPDATE SET
 //!         epoch = CASE WHEN <r is $4's own live claim> THEN r.epoch
 //!                      ELSE GREATEST(r.epoch + 1, clock_us) END,
@@ -119,6 +120,9 @@
 //! - Readability is part of `takeable`, so it is checked on the row's latest version before
 //!   the `SET` computes anything from it: the epoch formula would otherwise turn a negative
 //!   epoch into a plausible one.
+//! - `set_config(..., true)` sets `lock_timeout` for the statement's own transaction (a claim
+//!   runs in autocommit) before the upsert reaches the row, and PostgreSQL reads it when a
+//!   lock wait begins; see [Timeouts](#timeouts).
 //! - The price of one statement: even when it inserts nothing, PostgreSQL sets up the insert
 //!   (its `ON CONFLICT` projection and quals) on every execution, so a replay costs the
 //!   server about 1.4 times a plain primary-key `SELECT`.
@@ -151,6 +155,15 @@
 //! is far above a healthy round trip, even on a loaded server, and short enough that a call
 //! fails well within the default 30 s lease, while a heartbeat (every third of the lease)
 //! that timed out still leaves the next one time to land.
+//!
+//! A claim also bounds its wait for the record's row lock, held when another transaction is
+//! changing the record (a transactional-mode completion not yet committed, a takeover, a
+//! `SELECT ... FOR UPDATE` of your own): [`PostgresStoreBuilder::lock_timeout`], default
+//! 100 ms, set for the claim statement alone, never on the pool's connections (transactional
+//! mode runs your own SQL on them). A claim that runs out of it reports the key in flight,
+//! with the lock timeout as `retry_after`, so the call waits within its wait budget, or is
+//! rejected, as for any in-flight duplicate; the connection is free again at once. Keep it
+//! well below the timeout, or the timeout ends the claim first, as an [`Error::Store`].
 //!
 //! # Connections
 //!
@@ -196,6 +209,8 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest one store operation may take, waiting for a connection included.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a claim waits for a row lock another transaction holds.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(100);
 /// A deadline for "no timeout" (`Duration::MAX`), which `Instant` cannot add.
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 /// The longest scope plus key a claim accepts: both sit in the primary key, whose entries
@@ -240,6 +255,7 @@ struct Inner {
     /// Quoted for SQL: `"table"` or `"schema"."table"`.
     table_sql: String,
     timeout: Duration,
+    lock_timeout: Duration,
     sql: Statements,
 }
 
@@ -261,6 +277,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("table", &self.inner.table)
             .field("timeout", &self.inner.timeout)
+            .field("lock_timeout", &self.inner.lock_timeout)
             .field("pool_size", &self.inner.pool.size())
             .finish_non_exhaustive()
     }
@@ -272,6 +289,7 @@ impl fmt::Debug for PostgresStore {
 pub struct PostgresStoreBuilder {
     table: String,
     timeout: Duration,
+    lock_timeout: Duration,
     max_connections: u32,
     acquire_timeout: Duration,
 }
@@ -281,6 +299,7 @@ impl Default for PostgresStoreBuilder {
         PostgresStoreBuilder {
             table: DEFAULT_TABLE.to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
@@ -312,6 +331,16 @@ impl PostgresStoreBuilder {
     /// `Duration::MAX` means no timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The longest a claim waits for a row lock held by another transaction (default 100 ms),
+    /// set for the claim statement alone (the pool's connections keep their own
+    /// `lock_timeout`). A claim that runs out of it reports the key as in flight, with this as
+    /// its `retry_after`: another transaction is changing the record right now. Rounded up to
+    /// whole milliseconds, at least 1 ms. Applies to [`build`](Self::build) too.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
         self
     }
 
@@ -363,7 +392,7 @@ impl PostgresStoreBuilder {
     }
 
     /// Builds the store on an existing pool (the pool keeps its own settings; the store's
-    /// [`timeout`](Self::timeout) applies).
+    /// [`timeout`](Self::timeout) and [`lock_timeout`](Self::lock_timeout) apply).
     pub fn build(self, pool: PgPool) -> Result<PostgresStore, Error> {
         let table = TableName::parse(&self.table)?;
         Ok(PostgresStore::with_settings(pool, table, &self))
@@ -393,13 +422,14 @@ impl PostgresStore {
     }
 
     fn with_settings(pool: PgPool, table: TableName, settings: &PostgresStoreBuilder) -> Self {
-        let sql = Statements::new(&table);
+        let sql = Statements::new(&table, settings.lock_timeout);
         PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 table: table.display,
                 table_sql: table.quoted,
                 timeout: settings.timeout,
+                lock_timeout: settings.lock_timeout,
                 sql,
             }),
         }
@@ -641,6 +671,13 @@ impl PostgresStore {
                 },
                 // The statement always returns one row; none would be a server oddity: again.
                 Ok(None) => {}
+                // Another transaction holds the record's row lock: it is changing the record
+                // right now, so the key is busy, as with a live claim.
+                Err(error) if has_code(&error, LOCK_NOT_AVAILABLE) => {
+                    return Ok(Claim::InFlight {
+                        retry_after: self.inner.lock_timeout,
+                    });
+                }
                 Err(error) if is_transient(&error) => last_error = Some(error),
                 Err(error) => return Err(store_error(error)),
             }
@@ -903,12 +940,19 @@ fn store_error(error: sqlx::Error) -> Error {
     Error::store(BACKEND, error)
 }
 
-/// A serialization failure or deadlock: the statement had no effect and may simply run again.
-fn is_transient(error: &sqlx::Error) -> bool {
+/// SQLSTATE `lock_not_available`: the statement ran out of its `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+fn has_code(error: &sqlx::Error, sqlstate: &str) -> bool {
     error
         .as_database_error()
         .and_then(|error| error.code())
-        .is_some_and(|code| code == "40001" || code == "40P01")
+        .is_some_and(|code| code == sqlstate)
+}
+
+/// A serialization failure or deadlock: the statement had no effect and may simply run again.
+fn is_transient(error: &sqlx::Error) -> bool {
+    has_code(error, "40001") || has_code(error, "40P01")
 }
 
 /// The columns of the schema: name, type as `format_type` spells it, type as the schema
@@ -1131,8 +1175,18 @@ const ROW_CHECKS: [(&str, &str); 9] = [
     ("{r}.expires_at IS NOT NULL", "record without expiry"),
 ];
 
+/// `lock_timeout` as the claim sets it: whole milliseconds, rounded up, at least 1 (0 would
+/// mean "wait forever") and at most what PostgreSQL accepts.
+fn lock_timeout_setting(timeout: Duration) -> String {
+    let millis = timeout
+        .as_nanos()
+        .div_ceil(1_000_000)
+        .clamp(1, i32::MAX as u128);
+    format!("{millis}ms")
+}
+
 impl Statements {
-    fn new(table: &TableName) -> Self {
+    fn new(table: &TableName, lock_timeout: Duration) -> Self {
         let t = &table.quoted;
         let now = "statement_timestamp()";
         let checks = |r: &str| ROW_CHECKS.map(|(check, reason)| (check.replace("{r}", r), reason));
@@ -1204,6 +1258,11 @@ impl Statements {
             "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
             table.index
         );
+        // `set_config(..., true)` holds for the rest of the statement's own transaction (a
+        // claim runs in autocommit), and PostgreSQL reads `lock_timeout` when a lock wait
+        // begins: evaluated in the insert's `WHERE`, it bounds the upsert's wait for the row
+        // lock, and nothing else the connection runs.
+        let lock_timeout = lock_timeout_setting(lock_timeout);
         let claim = format!(
             "WITH cur AS (\
                  SELECT epoch, state, fingerprint = $3 AS same_fingerprint, payload, lease_until, \
@@ -1214,6 +1273,7 @@ impl Statements {
                      (scope, key, state, owner, epoch, fingerprint, lease_until, expires_at, payload) \
                  SELECT $1, $2, 'in_progress', $4, {clock_micros}, $3, {now} + $5, {now} + $6, NULL \
                  WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable) \
+                     AND set_config('lock_timeout', '{lock_timeout}', true) IS NOT NULL \
                  ON CONFLICT (scope, key) DO UPDATE SET \
                      epoch = CASE WHEN {own_live} THEN r.epoch \
                          ELSE GREATEST(r.epoch + 1, {clock_micros}) END, \
@@ -1540,7 +1600,7 @@ mod tests {
 
     #[test]
     fn the_table_is_created_as_the_docs_show() {
-        let sql = Statements::new(&TableName::default_table());
+        let sql = Statements::new(&TableName::default_table(), DEFAULT_LOCK_TIMEOUT);
         assert_eq!(
             &*sql.create_table,
             "CREATE TABLE IF NOT EXISTS \"idempotency_records\" (\n\
@@ -1556,6 +1616,18 @@ mod tests {
              \x20   PRIMARY KEY (scope, key)\n\
              )"
         );
+        assert!(
+            sql.claim
+                .contains("set_config('lock_timeout', '100ms', true)")
+        );
+    }
+
+    #[test]
+    fn lock_timeouts_are_whole_milliseconds_and_never_zero() {
+        assert_eq!(lock_timeout_setting(Duration::from_millis(100)), "100ms");
+        assert_eq!(lock_timeout_setting(Duration::from_micros(1500)), "2ms");
+        assert_eq!(lock_timeout_setting(Duration::ZERO), "1ms");
+        assert_eq!(lock_timeout_setting(Duration::MAX), "2147483647ms");
     }
 
     #[test]

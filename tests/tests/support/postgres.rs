@@ -50,14 +50,25 @@ impl Drop for DropTables {
 
 /// A store on a fresh table, migrated, and the guard that drops the table.
 pub async fn connect(prefix: &str, max_connections: u32) -> Option<(PostgresStore, DropTables)> {
+    connect_with(
+        prefix,
+        PostgresStore::builder().max_connections(max_connections),
+    )
+    .await
+}
+
+/// Like [`connect`], with the builder's other settings (its table is replaced). The store's
+/// connections carry the table name as their `application_name`, so a test can find them in
+/// `pg_stat_activity`.
+pub async fn connect_with(
+    prefix: &str,
+    builder: PostgresStoreBuilder,
+) -> Option<(PostgresStore, DropTables)> {
     let url = super::postgres_url();
     let table = super::unique_name(prefix);
-    let store = match PostgresStore::builder()
-        .table(&table)
-        .max_connections(max_connections)
-        .connect(&url)
-        .await
-    {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let named = format!("{url}{separator}application_name={table}");
+    let store = match builder.table(&table).connect(&named).await {
         Ok(store) => store,
         Err(error) => return super::unavailable("PostgreSQL", &url, error),
     };
