@@ -1,5 +1,6 @@
 //! `PostgresStore` operations are bounded in time: a server that stops answering (reached
-//! through a proxy that goes silent), and a row lock held by another transaction.
+//! through a proxy that goes silent), a row lock held by another transaction, and a call
+//! cancelled while its claim waits on the server.
 //!
 //! Its own test binary: the silent proxy and the held locks disturb no other test's store.
 
@@ -10,7 +11,7 @@ mod support;
 use support::postgres::{connect_through_proxy, connect_with};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -375,4 +376,168 @@ async fn claim_that_meets_an_uncommitted_completion_waits_then_replays_it() {
     assert_eq!(outcome.value, "done");
     assert_eq!(outcome.disposition, Disposition::Replayed);
     assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A call cancelled while its claim is on the wire
+
+/// How the test makes sure the dropped claim was applied by the server after the caller
+/// dropped it, rather than never sent or cancelled on the server:
+/// - the record is released, so a claim takes it over and must lock its row, and another
+///   transaction holds that row lock: the claim statement reaches the server and waits there
+///   (the store's lock timeout is set far above the test's pauses);
+/// - the call is dropped while `pg_stat_activity` shows that statement waiting on the lock,
+///   and the same backend is still waiting after the drop;
+/// - a trigger logs every change to the record, and the log is empty when the call is
+///   dropped; once the lock is released it shows the dropped call's owner taking the record
+///   over, then the background claim of that same owner renewing that lease (same epoch)
+///   and releasing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_cancelled_during_its_claim_does_not_leave_the_key_claimed_for_a_lease() {
+    let builder = PostgresStore::builder()
+        .max_connections(4)
+        .lock_timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(30));
+    let Some((store, mut tables)) = connect_with("idem_cancel_claim", builder).await else {
+        return;
+    };
+    let (scope, key) = ("cancel", "k");
+    let released_epoch = released_row(&store, scope, key).await;
+
+    let log = format!("{}_log", store.table());
+    for statement in [
+        format!(
+            "CREATE TABLE {log} (seq bigserial PRIMARY KEY, op text, state text, owner bytea, \
+             epoch bigint)"
+        ),
+        format!(
+            "CREATE FUNCTION {log}_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             INSERT INTO {log} (op, state, owner, epoch) \
+             VALUES (TG_OP, NEW.state, NEW.owner, NEW.epoch); RETURN NULL; END $$"
+        ),
+        format!(
+            "CREATE TRIGGER log_changes AFTER INSERT OR UPDATE ON {} \
+             FOR EACH ROW EXECUTE FUNCTION {log}_f()",
+            store.table()
+        ),
+    ] {
+        sqlx::query(AssertSqlSafe(statement))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    tables.tables.push(log.clone());
+    tables.functions.push(format!("{log}_f()"));
+    let read_log = async |store: &PostgresStore| -> Vec<(String, String, Vec<u8>, i64)> {
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT op, state, owner, epoch FROM {log} ORDER BY seq"
+        )))
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    };
+
+    let mut locker = lock_row(&store, scope, key).await;
+    let mut admin = PgConnection::connect(&support::postgres_url())
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let call = {
+        let (store, ran) = (store.clone(), ran.clone());
+        tokio::spawn(async move {
+            Call::new(&store, scope, key)
+                .options(CallOptions::new().lease(Duration::from_secs(30)))
+                .run(async {
+                    ran.store(true, Ordering::SeqCst);
+                    Ok::<u8, Error>(1)
+                })
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dropped_claim = loop {
+        if let [claim] = waiting_on_locks(&mut admin, &store).await[..] {
+            break claim;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call's claim never waited on the row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    assert!(
+        read_log(&store).await.is_empty(),
+        "nothing was applied before the drop"
+    );
+    // Long enough for a cancellation to reach the server, were one sent.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_drop = waiting_on_locks(&mut admin, &store).await;
+    assert!(
+        after_drop.contains(&dropped_claim),
+        "the dropped claim still waits on the server: {after_drop:?}, was {dropped_claim}"
+    );
+
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    // The claims that waited for the lock get the row first. The duplicate starts once they
+    // have: a statement that arrives just as a row lock is released can overtake those that
+    // waited for it, and would then find the record released rather than abandoned.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_log(&store).await.is_empty()
+        || !waiting_on_locks(&mut admin, &store).await.is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting claims did not proceed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let duplicate = Call::new(&store, scope, key)
+        .options(
+            CallOptions::new()
+                .lease(Duration::from_secs(30))
+                .wait_timeout(Duration::from_secs(3)),
+        )
+        .run(async { Ok::<u8, Error>(2) })
+        .await;
+    let elapsed = started.elapsed();
+    let duplicate = duplicate.unwrap_or_else(|error| {
+        panic!("the duplicate must not wait out the cancelled call's lease: {error:?}")
+    });
+    assert_eq!(duplicate.disposition, Disposition::Executed);
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "acquired after {elapsed:?}"
+    );
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "the cancelled call's body never ran"
+    );
+
+    let log = read_log(&store).await;
+    assert_eq!(log.len(), 5, "{log:?}");
+    let (taken, renewed, released, duplicate) = (&log[0], &log[1], &log[2], &log[3]);
+    assert_ne!(
+        taken.2, duplicate.2,
+        "the first takeover is the dropped call's: {log:?}"
+    );
+    assert_eq!(
+        (taken.0.as_str(), taken.1.as_str()),
+        ("UPDATE", "in_progress"),
+        "the dropped claim took the record over: {log:?}"
+    );
+    assert!(taken.3 > i64::try_from(released_epoch).unwrap(), "{log:?}");
+    assert_eq!(
+        (renewed.1.as_str(), &renewed.2, renewed.3),
+        ("in_progress", &taken.2, taken.3),
+        "the background claim renewed the same lease: {log:?}"
+    );
+    assert_eq!(
+        (released.1.as_str(), &released.2, released.3),
+        ("released", &taken.2, taken.3),
+        "and released it: {log:?}"
+    );
 }

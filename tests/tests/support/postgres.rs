@@ -10,17 +10,20 @@ use idempotent_core::{PostgresStore, PostgresStoreBuilder};
 
 use super::tcp_proxy::SilentProxy;
 
-/// Drops the named tables when the test ends (also when it panics), on a connection and a
-/// runtime of its own, since the test's runtime may already be shutting down.
+/// Drops the named tables, then the named functions, when the test ends (also when it
+/// panics), on a connection and a runtime of its own, since the test's runtime may already be
+/// shutting down.
 pub struct DropTables {
     pub url: String,
     pub tables: Vec<String>,
+    pub functions: Vec<String>,
 }
 
 impl Drop for DropTables {
     fn drop(&mut self) {
         let url = self.url.clone();
         let tables = std::mem::take(&mut self.tables);
+        let functions = std::mem::take(&mut self.functions);
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -33,6 +36,13 @@ impl Drop for DropTables {
                 for table in tables {
                     sqlx::query(AssertSqlSafe(format!(
                         "DROP TABLE IF EXISTS {table} CASCADE"
+                    )))
+                    .execute(&mut connection)
+                    .await?;
+                }
+                for function in functions {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DROP FUNCTION IF EXISTS {function} CASCADE"
                     )))
                     .execute(&mut connection)
                     .await?;
@@ -75,6 +85,7 @@ pub async fn connect_with(
     let guard = DropTables {
         url,
         tables: vec![table],
+        functions: Vec::new(),
     };
     store.migrate().await.expect("migrate");
     Some((store, guard))
@@ -116,6 +127,7 @@ pub async fn connect_through_proxy(
     let guard = DropTables {
         url,
         tables: vec![table],
+        functions: Vec::new(),
     };
     store.migrate().await.expect("migrate");
     Some((store, proxy, guard))
