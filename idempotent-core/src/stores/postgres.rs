@@ -78,13 +78,13 @@
 //! ), up AS (
 //!     INSERT INTO t AS r (...)
 //!     SELECT $1, $2, 'in_progress', $4, clock_us, $3, now + $5, now + $6, NULL
-//!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable)
+//!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.unreadable IS NOT NULL OR NOT cur.takeable)
 //!       AND set_config('lock_timeout', '<lock timeout>', true) IS NOT NULL
 //!     ON CONFLICT (scope, key) DO UPDATE SET
 //!         epoch = CASE WHEN <r is $4's own live claim> THEN r.epoch
 //!                      ELSE GREATEST(r.epoch + 1, clock_us) END,
 //!         state = 'in_progress', owner = excluded.owner, ...
-//!     WHERE <takeable(r)>
+//!     WHERE <readable(r)> AND <takeable(r)>
 //!     RETURNING r.epoch
 //! )
 //! SELECT (SELECT epoch FROM up),         -- not NULL: acquired, with this epoch
@@ -93,12 +93,11 @@
 //! FROM (SELECT) AS one LEFT JOIN cur ON true
 //! ```
 //!
-//! where `takeable(x)` is: readable (see above), and past its ttl, or released, or in progress
-//! and either claimed by `$4` (a retried claim) or with its lease expired; `now` is
-//! `statement_timestamp()`,
-//! `clock_us` the same instant in microseconds since the Unix epoch (so a new epoch stays
-//! above every earlier epoch of the key, even once its row was purged), `$5` and `$6` the
-//! lease and the ttl as intervals.
+//! where `readable(x)` holds the checks listed above, `takeable(x)` is: past its ttl, or
+//! released, or in progress and either claimed by `$4` (a retried claim) or with its lease
+//! expired; `now` is `statement_timestamp()`, `clock_us` the same instant in microseconds
+//! since the Unix epoch (so a new epoch stays above every earlier epoch of the key, even once
+//! its row was purged), `$5` and `$6` the lease and the ttl as intervals.
 //!
 //! Why it is shaped like this:
 //! - `INSERT ... ON CONFLICT DO UPDATE ... WHERE` decides atomically: the conflicting row is
@@ -117,9 +116,10 @@
 //!   no snapshot row or one marked takeable: the claim runs again with a fresh snapshot, at
 //!   most five times. A serialization failure or deadlock (possible only when the server's
 //!   default isolation is stricter than `READ COMMITTED`) is retried the same way.
-//! - Readability is part of `takeable`, so it is checked on the row's latest version before
-//!   the `SET` computes anything from it: the epoch formula would otherwise turn a negative
-//!   epoch into a plausible one.
+//! - Readability is checked on the row the upsert locked, its latest version, before the
+//!   `SET` computes anything from it: the epoch formula would otherwise turn a negative epoch
+//!   into a plausible one. On the snapshot, `unreadable` alone decides (the checks run once
+//!   per replay).
 //! - `set_config(..., true)` sets `lock_timeout` for the statement's own transaction (a claim
 //!   runs in autocommit) before the upsert reaches the row, and PostgreSQL reads it when a
 //!   lock wait begins; see [Timeouts](#timeouts).
@@ -1204,16 +1204,13 @@ impl Statements {
                 .collect();
             format!("CASE {} END", cases.join(" "))
         };
-        // Whether the stored row `r` may be claimed by owner `owner`: readable, and past its
-        // ttl, released, or in progress by that owner (a retried claim) or with an expired
-        // lease. Readable comes first: a takeover computes the new epoch from the old one, and
-        // would quietly replace a corrupt one. The upsert never writes over a row that is not
-        // takeable, so an unreadable row stays as it is and every claim reports it.
+        // Whether the stored row `r`, if it can be read, may be claimed by owner `owner`: past
+        // its ttl, released, or in progress by that owner (a retried claim) or with an expired
+        // lease.
         let takeable = |r: &str, owner: &str| {
             format!(
-                "({readable} AND ({r}.expires_at <= {now} OR {r}.state = 'released' \
-                 OR ({r}.state = 'in_progress' AND ({r}.owner = {owner} OR {r}.lease_until <= {now}))))",
-                readable = readable(r),
+                "({r}.expires_at <= {now} OR {r}.state = 'released' \
+                 OR ({r}.state = 'in_progress' AND ({r}.owner = {owner} OR {r}.lease_until <= {now})))"
             )
         };
         // The owner's own live claim, renewed without a new epoch (NULL: a takeover).
@@ -1272,7 +1269,7 @@ impl Statements {
                  INSERT INTO {t} AS r \
                      (scope, key, state, owner, epoch, fingerprint, lease_until, expires_at, payload) \
                  SELECT $1, $2, 'in_progress', $4, {clock_micros}, $3, {now} + $5, {now} + $6, NULL \
-                 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable) \
+                 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.unreadable IS NOT NULL OR NOT cur.takeable) \
                      AND set_config('lock_timeout', '{lock_timeout}', true) IS NOT NULL \
                  ON CONFLICT (scope, key) DO UPDATE SET \
                      epoch = CASE WHEN {own_live} THEN r.epoch \
@@ -1280,7 +1277,7 @@ impl Statements {
                      state = 'in_progress', owner = excluded.owner, \
                      fingerprint = excluded.fingerprint, lease_until = excluded.lease_until, \
                      expires_at = GREATEST(r.expires_at, excluded.expires_at), payload = NULL \
-                 WHERE {r_takeable} \
+                 WHERE {r_readable} AND {r_takeable} \
                  RETURNING r.epoch\
              ) \
              SELECT (SELECT epoch FROM up), cur.epoch, cur.state, cur.same_fingerprint, cur.payload, \
@@ -1288,6 +1285,10 @@ impl Statements {
              FROM (SELECT) AS one LEFT JOIN cur ON true",
             cur_takeable = takeable("c", "$4"),
             cur_unreadable = unreadable_because("c"),
+            // Checked on the row the upsert locked, before the `SET` computes anything from it:
+            // the new epoch comes from the old one, and a corrupt one would quietly be replaced.
+            // So an unreadable row stays as it is, and every claim reports it.
+            r_readable = readable("r"),
             r_takeable = takeable("r", "excluded.owner"),
         );
         // Also matches this lease's own completed row (a retried completion), which it leaves
