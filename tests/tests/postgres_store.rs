@@ -510,7 +510,8 @@ async fn unreadable_rows_are_errors_and_never_run_the_body() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0, "the body must never run");
 
-    // Past its ttl, a row is absent whatever it holds, so it is claimed again.
+    // Past its ttl, an unreadable row is still not taken over (its epoch cannot be trusted to
+    // continue from), but purging deletes it whatever it holds, and the key is claimed again.
     write_raw(
         &store,
         "corrupt",
@@ -518,11 +519,149 @@ async fn unreadable_rows_are_errors_and_never_run_the_body() {
         "'archived', NULL, 7, NULL, statement_timestamp() - interval '1 second', NULL",
     )
     .await;
+    let claim = store
+        .claim(&request("corrupt", "expired", OwnerId::new()))
+        .await;
+    assert!(
+        matches!(claim, Err(Error::Decode { .. })),
+        "an expired unreadable row: {claim:?}"
+    );
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
     let epoch = acquire(&store, "corrupt", "expired").await.epoch();
     assert!(
         epoch > 1_700_000_000_000_000,
         "above 7 and the clock: {epoch}"
     );
+}
+
+#[tokio::test]
+async fn rows_a_claim_could_take_over_are_validated_before_they_are_written() {
+    let Some((store, _tables)) = connect("idem_validate", 4).await else {
+        return;
+    };
+    // Released rows (takeable if they could be read), each wrong in one way, and what the
+    // error must say.
+    let live = "statement_timestamp() + interval '1 hour'";
+    let cases = [
+        (
+            "short-fingerprint",
+            "'\\x0102'::bytea",
+            "NULL",
+            "5",
+            "fingerprint is not 32 bytes",
+        ),
+        (
+            "short-owner",
+            "$3",
+            "'\\x0102'::bytea",
+            "5",
+            "owner is not 16 bytes",
+        ),
+        (
+            "epoch-at-maximum",
+            "$3",
+            "NULL",
+            "9223372036854775807",
+            "epoch at its maximum",
+        ),
+        ("unknown-state", "$3", "NULL", "5", "unknown state"),
+    ];
+    for (key, fingerprint, owner, epoch, reason) in cases {
+        let state = if key == "unknown-state" {
+            "archived"
+        } else {
+            "released"
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {} (scope, key, fingerprint, state, owner, epoch, lease_until, \
+             expires_at, payload) VALUES ($1, $2, {fingerprint}, '{state}', {owner}, {epoch}, \
+             NULL, {live}, NULL)",
+            store.table()
+        )))
+        .bind(&b"validate"[..])
+        .bind(key.as_bytes())
+        .bind(&Fingerprint::NONE.as_bytes()[..])
+        .execute(store.pool())
+        .await
+        .expect("raw insert");
+        let before = row_text(&store, "validate", key).await;
+        for _ in 0..2 {
+            match store.claim(&request("validate", key, OwnerId::new())).await {
+                Err(Error::Decode { source, .. }) => assert!(
+                    source.to_string().contains(reason),
+                    "{key}: {source} (expected {reason:?})"
+                ),
+                other => panic!("{key}: expected Error::Decode, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            row_text(&store, "validate", key).await,
+            before,
+            "{key}: the row must stay as it was"
+        );
+    }
+}
+
+/// The row as text, to compare it before and after.
+async fn row_text(store: &PostgresStore, scope: &str, key: &str) -> Option<String> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT CAST(t AS text) FROM {} AS t WHERE scope = $1 AND key = $2",
+        store.table()
+    )))
+    .bind(scope.as_bytes())
+    .bind(key.as_bytes())
+    .fetch_optional(store.pool())
+    .await
+    .expect("read the row")
+}
+
+#[tokio::test]
+async fn corrupt_negative_epoch_on_a_takeable_row_stays_an_error_and_is_not_overwritten() {
+    let Some((store, _tables)) = connect("idem_neg_epoch", 4).await else {
+        return;
+    };
+    // Rows a claim could take over if they were readable: released, in progress with an
+    // expired lease, past their ttl. Each with a negative epoch, which the takeover's epoch
+    // formula (`GREATEST(epoch + 1, clock)`) would otherwise quietly replace.
+    let live = "statement_timestamp() + interval '1 hour'";
+    let past = "statement_timestamp() - interval '1 second'";
+    let cases = [
+        (
+            "released",
+            format!("'released', NULL, -4, NULL, {live}, NULL"),
+        ),
+        (
+            "lease-expired",
+            format!("'in_progress', uuid_send(gen_random_uuid()), -4, {past}, {live}, NULL"),
+        ),
+        (
+            "past-ttl",
+            format!("'completed', NULL, -4, NULL, {past}, '\\x0131'"),
+        ),
+    ];
+    let runs = AtomicUsize::new(0);
+    for (key, values) in &cases {
+        write_raw(&store, "neg", key, values).await;
+        let before = row_text(&store, "neg", key).await;
+        for attempt in 1..=2 {
+            let call = Call::new(&store, "neg", key)
+                .run(async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<u32, Error>(1)
+                })
+                .await;
+            assert!(
+                matches!(call, Err(Error::Decode { ref scope, .. }) if scope == "neg"),
+                "{key}, call {attempt}: expected Error::Decode, got {call:?}"
+            );
+            assert_eq!(
+                row_text(&store, "neg", key).await,
+                before,
+                "{key}, call {attempt}: the unreadable row must stay as it was"
+            );
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the body must never run");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,6 +770,85 @@ async fn schema_qualified_table_on_an_existing_pool() {
     );
     drop(tables); // drops `schema.records` before the schema
     exec(&store, format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+}
+
+#[tokio::test]
+async fn migrate_refuses_an_existing_table_with_another_shape() {
+    let Some((store, mut tables)) = connect("idem_shape_base", 2).await else {
+        return;
+    };
+    let good = "scope bytea NOT NULL, key bytea NOT NULL, state text NOT NULL, owner bytea, \
+                epoch bigint NOT NULL, fingerprint bytea NOT NULL, lease_until timestamptz, \
+                expires_at timestamptz NOT NULL, payload bytea, PRIMARY KEY (scope, key)";
+    // (what is wrong, the table's columns, what the error must name)
+    let cases = [
+        (
+            "epoch is an integer",
+            good.replace("epoch bigint", "epoch integer"),
+            "epoch",
+        ),
+        (
+            "no payload column",
+            good.replace(", payload bytea", ""),
+            "payload",
+        ),
+        (
+            "owner is NOT NULL",
+            good.replace("owner bytea,", "owner bytea NOT NULL,"),
+            "owner",
+        ),
+        (
+            "key is text",
+            good.replace("key bytea NOT NULL", "key text NOT NULL"),
+            "key",
+        ),
+        (
+            "an extra required column",
+            format!("{good}, tenant text NOT NULL"),
+            "tenant",
+        ),
+        (
+            "no unique key on (scope, key)",
+            good.replace(", PRIMARY KEY (scope, key)", ""),
+            "(scope, key)",
+        ),
+    ];
+    for (what, columns, named) in &cases {
+        let table = support::unique_name("idem_shape");
+        exec(&store, format!("CREATE TABLE {table} ({columns})")).await;
+        tables.tables.push(table.clone());
+        let other = PostgresStore::builder()
+            .table(&table)
+            .build(store.pool().clone())
+            .unwrap();
+        match other.migrate().await {
+            Err(Error::InvalidInput { reason }) => assert!(
+                reason.contains(named) && reason.contains(&table),
+                "{what}: the error must name `{named}` and the table: {reason}"
+            ),
+            other => panic!("{what}: migrate must refuse the table, got {other:?}"),
+        }
+    }
+    // The store's own shape passes, and so does one with an extra column the store never
+    // writes (nullable or with a default).
+    let table = support::unique_name("idem_shape_ok");
+    exec(
+        &store,
+        format!("CREATE TABLE {table} ({good}, note text, created_at timestamptz NOT NULL DEFAULT now())"),
+    )
+    .await;
+    tables.tables.push(table.clone());
+    let extra = PostgresStore::builder()
+        .table(&table)
+        .build(store.pool().clone())
+        .unwrap();
+    extra.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let outcome = Call::new(&extra, "shape", "k")
+        .run(async { Ok::<u8, Error>(1) })
+        .await
+        .unwrap();
+    assert!(!outcome.is_replayed());
 }
 
 #[tokio::test]

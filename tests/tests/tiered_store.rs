@@ -274,8 +274,10 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
     .execute(&pool)
     .await
     .expect("create the gated view");
+    // The gate is an advisory lock the claim waits on: a lock timeout must not cut it short.
     let gated_store = PostgresStore::builder()
         .table(&gated)
+        .lock_timeout(Duration::from_secs(30))
         .build(pool.clone())
         .expect("store on the view");
     let cache_prefix = support::unique_name("idem_tiered_stale");
@@ -333,15 +335,16 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
     });
     let mut waiting = false;
     for _ in 0..200 {
+        // A claim waiting for this test's gate (its statement text is too long for
+        // pg_stat_activity to show the table name).
         let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' \
-             AND position($1 in query) > 0",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND ((classid::bigint << 32) | objid::bigint) = $1",
         )
-        .bind(&gated)
+        .bind(gate_key)
         .fetch_one(&pool)
         .await
-        .expect("pg_stat_activity");
+        .expect("pg_locks");
         if count > 0 {
             waiting = true;
             break;

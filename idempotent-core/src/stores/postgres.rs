@@ -16,7 +16,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Error> {
 //! let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
-//! store.migrate().await?; // CREATE TABLE IF NOT EXISTS; safe to run on every start
+//! store.migrate().await?; // CREATE TABLE IF NOT EXISTS, then checks its shape; safe on every start
 //! let receipt = charge(&store, 42, 1_999).await?;
 //! # Ok(())
 //! # }
@@ -49,38 +49,55 @@
 //! scope and key together exceed 2,048 bytes fails with [`Error::InvalidInput`]. The payload is
 //! opaque to the store; the engine writes format byte `0x01` (success) or `0x02` (cached error)
 //! followed by JSON. A released row is a tombstone that keeps the epoch counting until it
-//! expires. A row the store cannot read (an unknown `state`, a completed row without a
-//! payload, a negative epoch) makes the claim fail with [`Error::Decode`]: it is never taken
-//! for absent, which would run the body a second time.
+//! expires.
+//!
+//! [`PostgresStore::migrate`] creates this table if it does not exist, and refuses one that
+//! exists with another shape (a column missing, of another type or nullability, an extra
+//! `NOT NULL` column without a default, no unique key on `(scope, key)`) with
+//! [`Error::InvalidInput`] naming each difference. Extra columns the store never has to write
+//! (nullable, or with a default) are fine.
+//!
+//! # Unreadable rows
+//!
+//! The claim validates the row before it decides anything: a negative epoch (or one at
+//! `bigint`'s maximum, after which no epoch exists), an unknown `state`, a fingerprint that is
+//! not 32 bytes, an owner that is not 16, an in-progress row without owner or lease deadline,
+//! a completed row without payload. Such a row makes every claim fail with [`Error::Decode`],
+//! and the claim never writes over it, not even past its ttl: it is never taken for absent,
+//! which would run the body a second time, and a takeover would compute the new epoch from a
+//! corrupt one. Repair or delete the row; [`purge_expired`](IdempotencyStore::purge_expired)
+//! deletes it like any other once its ttl has passed.
 //!
 //! # The claim: one statement
 //!
 //! ```sql
 //! WITH cur AS (                          -- the row as this statement's snapshot sees it
-//!     SELECT epoch, state, fingerprint = $3, payload, lease_until, <takeable(c)> AS takeable
+//!     SELECT epoch, state, fingerprint = $3, payload, lease_until,
+//!            <takeable(c)> AS takeable, <why c is unreadable, or NULL> AS unreadable
 //!     FROM t AS c WHERE scope = $1 AND key = $2
 //! ), up AS (
 //!     INSERT INTO t AS r (...)
 //!     SELECT $1, $2, 'in_progress', $4, clock_us, $3, now + $5, now + $6, NULL
-//!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable)
+//!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.unreadable IS NOT NULL OR NOT cur.takeable)
+//!       AND set_config('lock_timeout', '<lock timeout>', true) IS NOT NULL
 //!     ON CONFLICT (scope, key) DO UPDATE SET
 //!         epoch = CASE WHEN <r is $4's own live claim> THEN r.epoch
 //!                      ELSE GREATEST(r.epoch + 1, clock_us) END,
 //!         state = 'in_progress', owner = excluded.owner, ...
-//!     WHERE <takeable(r)>
+//!     WHERE <readable(r)> AND <takeable(r)>
 //!     RETURNING r.epoch
 //! )
 //! SELECT (SELECT epoch FROM up),         -- not NULL: acquired, with this epoch
 //!        cur.epoch, cur.state, ...,      -- otherwise: what the snapshot holds
-//!        cur.lease_until - now, cur.takeable, cur.expires_at - now
+//!        cur.lease_until - now, cur.takeable, cur.expires_at - now, cur.unreadable
 //! FROM (SELECT) AS one LEFT JOIN cur ON true
 //! ```
 //!
-//! where `takeable(x)` is: past its ttl, or released, or in progress and either claimed by
-//! `$4` (a retried claim) or with its lease expired; `now` is `statement_timestamp()`,
-//! `clock_us` the same instant in microseconds since the Unix epoch (so a new epoch stays
-//! above every earlier epoch of the key, even once its row was purged), `$5` and `$6` the
-//! lease and the ttl as intervals.
+//! where `readable(x)` holds the checks listed above, `takeable(x)` is: past its ttl, or
+//! released, or in progress and either claimed by `$4` (a retried claim) or with its lease
+//! expired; `now` is `statement_timestamp()`, `clock_us` the same instant in microseconds
+//! since the Unix epoch (so a new epoch stays above every earlier epoch of the key, even once
+//! its row was purged), `$5` and `$6` the lease and the ttl as intervals.
 //!
 //! Why it is shaped like this:
 //! - `INSERT ... ON CONFLICT DO UPDATE ... WHERE` decides atomically: the conflicting row is
@@ -99,6 +116,13 @@
 //!   no snapshot row or one marked takeable: the claim runs again with a fresh snapshot, at
 //!   most five times. A serialization failure or deadlock (possible only when the server's
 //!   default isolation is stricter than `READ COMMITTED`) is retried the same way.
+//! - Readability is checked on the row the upsert locked, its latest version, before the
+//!   `SET` computes anything from it: the epoch formula would otherwise turn a negative epoch
+//!   into a plausible one. On the snapshot, `unreadable` alone decides (the checks run once
+//!   per replay).
+//! - `set_config(..., true)` sets `lock_timeout` for the statement's own transaction (a claim
+//!   runs in autocommit) before the upsert reaches the row, and PostgreSQL reads it when a
+//!   lock wait begins; see [Timeouts](#timeouts).
 //! - The price of one statement: even when it inserts nothing, PostgreSQL sets up the insert
 //!   (its `ON CONFLICT` projection and quals) on every execution, so a replay costs the
 //!   server about 1.4 times a plain primary-key `SELECT`.
@@ -115,19 +139,47 @@
 //! transaction as those writes: they commit together or not at all. See [`TransactionalCall`]
 //! for exactly what that guarantees.
 //!
+//! # Timeouts
+//!
+//! Every operation is bounded by [`PostgresStoreBuilder::timeout`] (default 5 s), counted from
+//! its start, waiting for a pool connection included: a claim (with its retries), a
+//! completion (and the statement of [`PostgresStore::complete_in`]), a release, an extension,
+//! each batch of [`purge_expired`](IdempotencyStore::purge_expired),
+//! [`migrate`](PostgresStore::migrate), and the `BEGIN`, `COMMIT` and `ROLLBACK` of
+//! transactional mode. A server that stops answering (a network partition, a stopped process)
+//! makes the operation fail with [`Error::Store`] whose source is an
+//! [`io::ErrorKind::TimedOut`] error, and the call fails closed. The connection is then closed
+//! rather than returned to the pool, whose next connection is a fresh one. A claim or
+//! completion that timed out may still have been applied by the server: a completion is
+//! harmless to repeat; a claim that was granted is held until its lease expires. The default
+//! is far above a healthy round trip, even on a loaded server, and short enough that a call
+//! fails well within the default 30 s lease, while a heartbeat (every third of the lease)
+//! that timed out still leaves the next one time to land.
+//!
+//! A claim also bounds its wait for the record's row lock, held when another transaction is
+//! changing the record (a transactional-mode completion not yet committed, a takeover, a
+//! `SELECT ... FOR UPDATE` of your own): [`PostgresStoreBuilder::lock_timeout`], default
+//! 100 ms, set for the claim statement alone, never on the pool's connections (transactional
+//! mode runs your own SQL on them). A claim that runs out of it reports the key in flight,
+//! with the lock timeout as `retry_after`, so the call waits within its wait budget, or is
+//! rejected, as for any in-flight duplicate; the connection is free again at once. Keep it
+//! well below the timeout, or the timeout ends the claim first, as an [`Error::Store`].
+//!
 //! # Connections
 //!
 //! [`PostgresStore::connect`] builds a pool of 16 connections that are not pinged before each
 //! use (sqlx's `test_before_acquire` is off), so a replay costs one round trip rather than two.
 //! A connection the server dropped while it sat idle fails the one call that picks it up, with
 //! [`Error::Store`] (the call fails closed), and is then replaced. While the server is down,
-//! calls fail after the pool's acquire timeout (5 s, see
+//! calls fail after the timeout, or the pool's acquire timeout if it is shorter (5 s, see
 //! [`PostgresStoreBuilder::acquire_timeout`]). Pass your own pool to
 //! [`PostgresStore::from_pool`] or [`PostgresStoreBuilder::build`] to choose otherwise. sqlx
 //! is re-exported ([`sqlx`]) so that the pool and transaction types you pass in match the
 //! version the store is built with.
 
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -136,9 +188,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
+use tokio::time::Instant;
 
 use crate::engine::{Call, CallOptions, OnStoreError, Outcome};
 use crate::error::Error;
@@ -154,6 +208,12 @@ const BACKEND: &str = "postgres";
 const DEFAULT_TABLE: &str = "idempotency_records";
 const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one store operation may take, waiting for a connection included.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a claim waits for a row lock another transaction holds.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(100);
+/// A deadline for "no timeout" (`Duration::MAX`), which `Instant` cannot add.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 /// The longest scope plus key a claim accepts: both sit in the primary key, whose entries
 /// PostgreSQL caps at 2,704 bytes on the default 8 KiB page.
 const MAX_SCOPE_AND_KEY_BYTES: usize = 2048;
@@ -189,7 +249,12 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: PgPool,
+    /// As configured: `table` or `schema.table`.
     table: String,
+    /// Quoted for SQL: `"table"` or `"schema"."table"`.
+    table_sql: String,
+    timeout: Duration,
+    lock_timeout: Duration,
     sql: Statements,
 }
 
@@ -197,6 +262,8 @@ struct Inner {
 struct Statements {
     create_table: Arc<str>,
     create_index: Arc<str>,
+    columns: Arc<str>,
+    unique_key: Arc<str>,
     claim: Arc<str>,
     complete: Arc<str>,
     release: Arc<str>,
@@ -208,16 +275,20 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("table", &self.inner.table)
+            .field("timeout", &self.inner.timeout)
+            .field("lock_timeout", &self.inner.lock_timeout)
             .field("pool_size", &self.inner.pool.size())
             .finish_non_exhaustive()
     }
 }
 
-/// Builder for [`PostgresStore`]: the table name and, for [`connect`](Self::connect), the pool
-/// settings.
+/// Builder for [`PostgresStore`]: the table name, the timeouts and, for
+/// [`connect`](Self::connect), the pool settings.
 #[derive(Debug, Clone)]
 pub struct PostgresStoreBuilder {
     table: String,
+    timeout: Duration,
+    lock_timeout: Duration,
     max_connections: u32,
     acquire_timeout: Duration,
 }
@@ -226,6 +297,8 @@ impl Default for PostgresStoreBuilder {
     fn default() -> Self {
         PostgresStoreBuilder {
             table: DEFAULT_TABLE.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
         }
@@ -241,6 +314,32 @@ impl PostgresStoreBuilder {
     /// so it is checked rather than escaped.
     pub fn table(mut self, name: impl Into<String>) -> Self {
         self.table = name.into();
+        self
+    }
+
+    /// The longest one store operation may take (default 5 s): a claim, a completion (also
+    /// the statement of [`PostgresStore::complete_in`]), a release, an extension, one batch of
+    /// [`purge_expired`](IdempotencyStore::purge_expired), [`PostgresStore::migrate`], and
+    /// the begin and commit of [transactional mode](PostgresStore::transactional). It counts
+    /// from the start of the operation, so it includes waiting for a pool connection.
+    ///
+    /// Past it the operation fails with [`Error::Store`] (whose source says it timed out) and
+    /// the call fails closed; the connection it was using is closed rather than returned to
+    /// the pool, since its state is unknown. A claim or completion that timed out may still
+    /// have been applied by the server. Applies to [`build`](Self::build) too.
+    /// `Duration::MAX` means no timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest a claim waits for a row lock held by another transaction (default 100 ms),
+    /// set for the claim statement alone (the pool's connections keep their own
+    /// `lock_timeout`). A claim that runs out of it reports the key as in flight, with this as
+    /// its `retry_after`: another transaction is changing the record right now. Rounded up to
+    /// whole milliseconds, at least 1 ms. Applies to [`build`](Self::build) too.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
         self
     }
 
@@ -288,13 +387,14 @@ impl PostgresStoreBuilder {
             // replaced when it is returned.
             .test_before_acquire(false)
             .connect_lazy_with(options);
-        Ok(PostgresStore::with_table(pool, table))
+        Ok(PostgresStore::with_settings(pool, table, &self))
     }
 
-    /// Builds the store on an existing pool (the pool keeps its own settings).
+    /// Builds the store on an existing pool (the pool keeps its own settings; the store's
+    /// [`timeout`](Self::timeout) and [`lock_timeout`](Self::lock_timeout) apply).
     pub fn build(self, pool: PgPool) -> Result<PostgresStore, Error> {
         let table = TableName::parse(&self.table)?;
-        Ok(PostgresStore::with_table(pool, table))
+        Ok(PostgresStore::with_settings(pool, table, &self))
     }
 }
 
@@ -311,20 +411,24 @@ impl PostgresStore {
     /// This puts a sqlx type in this crate's API, as transactional mode must anyway: the pool
     /// must come from the same sqlx version ([`sqlx`] is re-exported for that).
     pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore::with_table(pool, TableName::default_table())
+        let settings = PostgresStoreBuilder::default();
+        PostgresStore::with_settings(pool, TableName::default_table(), &settings)
     }
 
-    /// Configures the table name and pool size.
+    /// Configures the table name, timeouts and pool size.
     pub fn builder() -> PostgresStoreBuilder {
         PostgresStoreBuilder::default()
     }
 
-    fn with_table(pool: PgPool, table: TableName) -> Self {
-        let sql = Statements::new(&table);
+    fn with_settings(pool: PgPool, table: TableName, settings: &PostgresStoreBuilder) -> Self {
+        let sql = Statements::new(&table, settings.lock_timeout);
         PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 table: table.display,
+                table_sql: table.quoted,
+                timeout: settings.timeout,
+                lock_timeout: settings.lock_timeout,
                 sql,
             }),
         }
@@ -341,21 +445,63 @@ impl PostgresStore {
     }
 
     /// Creates the table and its expiry index if they do not exist (the schema is in the
-    /// [module docs](self)). Safe to run on every start and from several processes at once:
-    /// concurrent runs are serialized by an advisory lock.
+    /// [module docs](self)), then checks that the table has the shape the store needs. Safe
+    /// to run on every start and from several processes at once: concurrent runs are
+    /// serialized by an advisory lock. Bounded by [`PostgresStoreBuilder::timeout`], waiting
+    /// for a concurrent run included.
+    ///
+    /// An existing table of another shape fails with [`Error::InvalidInput`] (it is a
+    /// configuration to fix, not an outage to retry), naming every difference: a column of
+    /// the schema that is missing, of another type or of another nullability; a `NOT NULL`
+    /// column without a default that the store would never fill; no primary key or unique
+    /// index on exactly `(scope, key)`. Nothing is created then. Other columns are accepted
+    /// (nullable, or with a default): the store never writes them.
     pub async fn migrate(&self) -> Result<(), Error> {
+        self.bounded("migration", self.migrate_unbounded()).await
+    }
+
+    async fn migrate_unbounded(&self) -> Result<(), Error> {
         let mut tx = self.inner.pool.begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("idempotent.migrate:{}", self.inner.table))
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        for statement in [&self.inner.sql.create_table, &self.inner.sql.create_index] {
-            sqlx::query(sql(statement))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        sqlx::query(sql(&self.inner.sql.create_table))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        // Checked before the index is created, which would otherwise fail on a table without
+        // `expires_at` with a less helpful message.
+        let columns: Vec<FoundColumn> = sqlx::query(sql(&self.inner.sql.columns))
+            .bind(&self.inner.table_sql)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(FoundColumn::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)?;
+        let unique_key: bool = sqlx::query_scalar(sql(&self.inner.sql.unique_key))
+            .bind(&self.inner.table_sql)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let differences = shape_differences(&columns, unique_key);
+        if !differences.is_empty() {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "table {} does not have the shape PostgresStore needs (see the schema in \
+                     the PostgresStore docs): {}",
+                    self.inner.table,
+                    differences.join("; ")
+                ),
+            });
         }
+        sqlx::query(sql(&self.inner.sql.create_index))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         tx.commit().await.map_err(store_error)
     }
 
@@ -370,6 +516,10 @@ impl PostgresStore {
     /// default): at a stricter level, a heartbeat that extended the lease after the
     /// transaction's snapshot makes this update fail with a serialization error
     /// ([`Error::Store`]).
+    ///
+    /// The statement is bounded by [`PostgresStoreBuilder::timeout`]; after a timeout
+    /// ([`Error::Store`]) the connection may still be waiting for its answer, so roll back
+    /// (or drop) the transaction.
     ///
     /// A hand-rolled flow has no heartbeat: the lease must outlast the work, or the caller
     /// [`extend`](IdempotencyStore::extend)s it (on the pool, not in the transaction). For
@@ -412,6 +562,20 @@ impl PostgresStore {
         payload: Bytes,
         ttl: Duration,
     ) -> Result<(), Error> {
+        self.bounded(
+            "completion",
+            self.complete_unbounded(transaction, lease, payload, ttl),
+        )
+        .await
+    }
+
+    async fn complete_unbounded(
+        &self,
+        connection: &mut PgConnection,
+        lease: &Lease,
+        payload: Bytes,
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let Some(epoch) = lease_epoch(lease) else {
             return Err(Error::LeaseLost);
         };
@@ -422,7 +586,7 @@ impl PostgresStore {
             .bind(epoch)
             .bind(&payload[..])
             .bind(interval(ttl))
-            .execute(&mut *transaction)
+            .execute(&mut *connection)
             .await
             .map_err(store_error)?
             .rows_affected();
@@ -448,6 +612,7 @@ impl PostgresStore {
     /// Runs a compare-and-set update on the lease's row; no row updated is `LeaseLost`.
     async fn update_lease(
         &self,
+        operation: &'static str,
         statement: &Arc<str>,
         lease: &Lease,
         lease_for: Option<PgInterval>,
@@ -463,11 +628,15 @@ impl PostgresStore {
         if let Some(lease_for) = lease_for {
             query = query.bind(lease_for);
         }
-        let updated = query
-            .execute(&self.inner.pool)
-            .await
-            .map_err(store_error)?
-            .rows_affected();
+        let updated = self
+            .on_connection(operation, async |connection| {
+                query
+                    .execute(connection)
+                    .await
+                    .map_err(store_error)
+                    .map(|done| done.rows_affected())
+            })
+            .await?;
         if updated == 1 {
             Ok(())
         } else {
@@ -475,20 +644,109 @@ impl PostgresStore {
         }
     }
 
-    async fn claim_once(
+    /// The claim's statements on one connection: again while the snapshot was stale or the
+    /// statement hit a transient conflict.
+    async fn claim_on(
         &self,
+        connection: &mut PgConnection,
         request: &ClaimRequest<'_>,
-        owner: &[u8; 16],
-    ) -> Result<Option<PgRow>, sqlx::Error> {
-        sqlx::query(sql(&self.inner.sql.claim))
-            .bind(request.scope.as_bytes())
-            .bind(request.key.as_bytes())
-            .bind(&request.fingerprint.as_bytes()[..])
-            .bind(&owner[..])
-            .bind(interval(request.lease))
-            .bind(interval(request.ttl.max(request.lease)))
-            .fetch_optional(&self.inner.pool)
+    ) -> Result<Claim, Error> {
+        let owner = owner_bytes(request.owner);
+        let mut last_error = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let row = sqlx::query(sql(&self.inner.sql.claim))
+                .bind(request.scope.as_bytes())
+                .bind(request.key.as_bytes())
+                .bind(&request.fingerprint.as_bytes()[..])
+                .bind(&owner[..])
+                .bind(interval(request.lease))
+                .bind(interval(request.ttl.max(request.lease)))
+                .fetch_optional(&mut *connection)
+                .await;
+            match row {
+                Ok(Some(row)) => match decide(request, &row)? {
+                    Step::Decided(claim) => return Ok(claim),
+                    Step::Retry => {}
+                },
+                // The statement always returns one row; none would be a server oddity: again.
+                Ok(None) => {}
+                // Another transaction holds the record's row lock: it is changing the record
+                // right now, so the key is busy, as with a live claim.
+                Err(error) if has_code(&error, LOCK_NOT_AVAILABLE) => {
+                    return Ok(Claim::InFlight {
+                        retry_after: self.inner.lock_timeout,
+                    });
+                }
+                Err(error) if is_transient(&error) => last_error = Some(error),
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Err(match last_error {
+            Some(error) => store_error(error),
+            None => Error::store(
+                BACKEND,
+                format!(
+                    "the claim did not settle after {CLAIM_ATTEMPTS} attempts (the record kept changing)"
+                ),
+            ),
+        })
+    }
+
+    /// When an operation starting now must be done.
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.inner.timeout)
+            .unwrap_or(now + FAR_FUTURE)
+    }
+
+    fn timed_out(&self, operation: &str) -> Error {
+        Error::store(
+            BACKEND,
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the PostgreSQL {operation} timed out after {:?}",
+                    self.inner.timeout
+                ),
+            ),
+        )
+    }
+
+    /// Runs `operation` within the store's timeout.
+    async fn bounded<T>(
+        &self,
+        operation: &str,
+        future: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::time::timeout_at(self.deadline(), future)
             .await
+            .unwrap_or_else(|_| Err(self.timed_out(operation)))
+    }
+
+    /// Runs `operation` on a pool connection, waiting for the connection included, within the
+    /// store's timeout. A connection whose statement timed out is closed rather than returned
+    /// to the pool: it may still be waiting for an answer that never comes, and the pool would
+    /// otherwise wait for that answer before reusing it. A caller that drops this future (a
+    /// cancelled call) returns the connection the usual way: sqlx reads the statement's answer
+    /// before it reuses the connection, so the statement is not cut short on the server.
+    async fn on_connection<T>(
+        &self,
+        operation: &str,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let deadline = self.deadline();
+        let mut connection: PoolConnection<Postgres> =
+            match tokio::time::timeout_at(deadline, self.inner.pool.acquire()).await {
+                Ok(connection) => connection.map_err(store_error)?,
+                Err(_) => return Err(self.timed_out(operation)),
+            };
+        match tokio::time::timeout_at(deadline, run(&mut connection)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                connection.close_on_drop();
+                Err(self.timed_out(operation))
+            }
+        }
     }
 }
 
@@ -510,44 +768,33 @@ impl IdempotencyStore for PostgresStore {
                 ),
             });
         }
-        let owner = owner_bytes(request.owner);
-        let mut last_error = None;
-        for _ in 0..CLAIM_ATTEMPTS {
-            match self.claim_once(request, &owner).await {
-                Ok(Some(row)) => match decide(request, &row)? {
-                    Step::Decided(claim) => return Ok(claim),
-                    Step::Retry => {}
-                },
-                // The statement always returns one row; none would be a server oddity: again.
-                Ok(None) => {}
-                Err(error) if is_transient(&error) => last_error = Some(error),
-                Err(error) => return Err(store_error(error)),
-            }
-        }
-        Err(match last_error {
-            Some(error) => store_error(error),
-            None => Error::store(
-                BACKEND,
-                format!(
-                    "the claim did not settle after {CLAIM_ATTEMPTS} attempts (the record kept changing)"
-                ),
-            ),
+        self.on_connection("claim", async |connection| {
+            self.claim_on(connection, request).await
         })
+        .await
     }
 
     async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
-        let mut connection = self.inner.pool.acquire().await.map_err(store_error)?;
-        self.complete_in(&mut connection, lease, payload, ttl).await
+        self.on_connection("completion", async |connection| {
+            self.complete_unbounded(connection, lease, payload, ttl)
+                .await
+        })
+        .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        self.update_lease(&self.inner.sql.release, lease, None)
+        self.update_lease("release", &self.inner.sql.release, lease, None)
             .await
     }
 
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.update_lease(&self.inner.sql.extend, lease, Some(interval(lease_for)))
-            .await
+        self.update_lease(
+            "lease extension",
+            &self.inner.sql.extend,
+            lease,
+            Some(interval(lease_for)),
+        )
+        .await
     }
 
     fn release_in_background(&self, lease: Lease) {
@@ -561,12 +808,17 @@ impl IdempotencyStore for PostgresStore {
     async fn purge_expired(&self) -> Result<u64, Error> {
         let mut removed = 0u64;
         loop {
-            let batch = sqlx::query(sql(&self.inner.sql.purge))
-                .bind(PURGE_BATCH)
-                .execute(&self.inner.pool)
-                .await
-                .map_err(store_error)?
-                .rows_affected();
+            // Each batch is bounded on its own: a large purge may take longer than one timeout.
+            let batch = self
+                .on_connection("purge", async |connection| {
+                    sqlx::query(sql(&self.inner.sql.purge))
+                        .bind(PURGE_BATCH)
+                        .execute(connection)
+                        .await
+                        .map_err(store_error)
+                        .map(|done| done.rows_affected())
+                })
+                .await?;
             removed += batch;
             if batch < PURGE_BATCH.unsigned_abs() {
                 return Ok(removed);
@@ -588,9 +840,22 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
             epoch,
         ))));
     }
+    let state: Option<String> = column(scope, row, 2)?;
+    // Checked first: an unreadable row is never taken over, and never taken for absent.
+    let unreadable: Option<String> = column(scope, row, 8)?;
+    if let Some(reason) = unreadable {
+        let epoch: Option<i64> = column(scope, row, 1)?;
+        return Err(Error::decode(
+            scope,
+            format!(
+                "{reason} (state {:?}, epoch {})",
+                state.as_deref().unwrap_or("NULL"),
+                epoch.map_or_else(|| String::from("NULL"), |epoch| epoch.to_string())
+            ),
+        ));
+    }
     // No row in the snapshot although the upsert found one (inserted since), or a row the
     // upsert could have taken over but did not (changed since): decide again.
-    let state: Option<String> = column(scope, row, 2)?;
     let takeable: Option<bool> = column(scope, row, 6)?;
     let Some(state) = state.filter(|_| takeable != Some(true)) else {
         return Ok(Step::Retry);
@@ -674,12 +939,105 @@ fn store_error(error: sqlx::Error) -> Error {
     Error::store(BACKEND, error)
 }
 
-/// A serialization failure or deadlock: the statement had no effect and may simply run again.
-fn is_transient(error: &sqlx::Error) -> bool {
+/// SQLSTATE `lock_not_available`: the statement ran out of its `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+fn has_code(error: &sqlx::Error, sqlstate: &str) -> bool {
     error
         .as_database_error()
         .and_then(|error| error.code())
-        .is_some_and(|code| code == "40001" || code == "40P01")
+        .is_some_and(|code| code == sqlstate)
+}
+
+/// A serialization failure or deadlock: the statement had no effect and may simply run again.
+fn is_transient(error: &sqlx::Error) -> bool {
+    has_code(error, "40001") || has_code(error, "40P01")
+}
+
+/// The columns of the schema: name, type as `format_type` spells it, type as the schema
+/// writes it, and whether it is `NOT NULL`. `migrate` creates the table from this list and
+/// checks an existing one against it.
+const COLUMNS: [(&str, &str, &str, bool); 9] = [
+    ("scope", "bytea", "bytea", true),
+    ("key", "bytea", "bytea", true),
+    ("state", "text", "text", true),
+    ("owner", "bytea", "bytea", false),
+    ("epoch", "bigint", "bigint", true),
+    ("fingerprint", "bytea", "bytea", true),
+    (
+        "lease_until",
+        "timestamp with time zone",
+        "timestamptz",
+        false,
+    ),
+    (
+        "expires_at",
+        "timestamp with time zone",
+        "timestamptz",
+        true,
+    ),
+    ("payload", "bytea", "bytea", false),
+];
+
+/// A column of an existing table, as the catalog describes it.
+struct FoundColumn {
+    name: String,
+    type_name: String,
+    not_null: bool,
+    /// A default, an identity or a generated column: inserts need not name it.
+    filled_by_server: bool,
+}
+
+impl FoundColumn {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(FoundColumn {
+            name: row.try_get(0)?,
+            type_name: row.try_get(1)?,
+            not_null: row.try_get(2)?,
+            filled_by_server: row.try_get(3)?,
+        })
+    }
+}
+
+/// How an existing table differs from the schema the store needs; empty when it fits.
+fn shape_differences(found: &[FoundColumn], has_unique_key: bool) -> Vec<String> {
+    let nullability = |not_null: bool| if not_null { "NOT NULL" } else { "nullable" };
+    let mut differences = Vec::new();
+    for (name, type_name, _, not_null) in COLUMNS {
+        match found.iter().find(|column| column.name == name) {
+            None => differences.push(format!("column `{name}` is missing")),
+            Some(column) => {
+                if column.type_name != type_name {
+                    differences.push(format!(
+                        "column `{name}` is {}, expected {type_name}",
+                        column.type_name
+                    ));
+                }
+                if column.not_null != not_null {
+                    differences.push(format!(
+                        "column `{name}` is {}, expected {}",
+                        nullability(column.not_null),
+                        nullability(not_null)
+                    ));
+                }
+            }
+        }
+    }
+    for column in found {
+        let known = COLUMNS.iter().any(|(name, ..)| *name == column.name);
+        if !known && column.not_null && !column.filled_by_server {
+            differences.push(format!(
+                "column `{}` is NOT NULL without a default, and the store never writes it",
+                column.name
+            ));
+        }
+    }
+    if !has_unique_key {
+        differences.push(String::from(
+            "no primary key or unique index on exactly (scope, key)",
+        ));
+    }
+    differences
 }
 
 /// A duration as a PostgreSQL interval of whole microseconds, capped at "forever".
@@ -774,14 +1132,74 @@ fn is_identifier(name: &str) -> bool {
             .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_'))
 }
 
+/// What a stored row must hold to be read, and what is wrong with one that does not: each a
+/// condition on the row `r` (`{r}` in the text) and the reason it fails.
+const ROW_CHECKS: [(&str, &str); 9] = [
+    ("{r}.epoch >= 0", "negative epoch"),
+    // The next claim adds one; none comes after the largest bigint.
+    (
+        "{r}.epoch < 9223372036854775807",
+        "epoch at its maximum (no later epoch exists)",
+    ),
+    (
+        "{r}.state IN ('in_progress', 'completed', 'released')",
+        "unknown state",
+    ),
+    (
+        "octet_length({r}.fingerprint) = 32",
+        "fingerprint is not 32 bytes",
+    ),
+    (
+        "{r}.owner IS NULL OR octet_length({r}.owner) = 16",
+        "owner is not 16 bytes",
+    ),
+    (
+        "{r}.state <> 'in_progress' OR {r}.owner IS NOT NULL",
+        "in-progress record without owner",
+    ),
+    (
+        "{r}.state <> 'in_progress' OR {r}.lease_until IS NOT NULL",
+        "in-progress record without lease deadline",
+    ),
+    (
+        "{r}.state <> 'completed' OR {r}.payload IS NOT NULL",
+        "completed record without payload",
+    ),
+    ("{r}.expires_at IS NOT NULL", "record without expiry"),
+];
+
+/// `lock_timeout` as the claim sets it: whole milliseconds, rounded up, at least 1 (0 would
+/// mean "wait forever") and at most what PostgreSQL accepts.
+fn lock_timeout_setting(timeout: Duration) -> String {
+    let millis = timeout
+        .as_nanos()
+        .div_ceil(1_000_000)
+        .clamp(1, i32::MAX as u128);
+    format!("{millis}ms")
+}
+
 impl Statements {
-    fn new(table: &TableName) -> Self {
+    fn new(table: &TableName, lock_timeout: Duration) -> Self {
         let t = &table.quoted;
         let now = "statement_timestamp()";
-        // Whether the stored row `r` may be claimed by owner `owner`: past its ttl, released,
-        // or in progress by that owner (a retried claim) or with an expired lease. NULL (a
-        // damaged row) is not "yes": the upsert leaves such a row alone, and the claim reports
-        // it as unreadable.
+        let checks = |r: &str| ROW_CHECKS.map(|(check, reason)| (check.replace("{r}", r), reason));
+        // Whether row `r` can be read. NULL counts as a failed check, so this is never NULL.
+        let readable = |r: &str| {
+            checks(r)
+                .map(|(check, _)| format!("({check}) IS TRUE"))
+                .join(" AND ")
+        };
+        // Why row `r` cannot be read; NULL when it can.
+        let unreadable_because = |r: &str| {
+            let cases: Vec<String> = checks(r)
+                .iter()
+                .map(|(check, reason)| format!("WHEN ({check}) IS NOT TRUE THEN '{reason}'"))
+                .collect();
+            format!("CASE {} END", cases.join(" "))
+        };
+        // Whether the stored row `r`, if it can be read, may be claimed by owner `owner`: past
+        // its ttl, released, or in progress by that owner (a retried claim) or with an expired
+        // lease.
         let takeable = |r: &str, owner: &str| {
             format!(
                 "({r}.expires_at <= {now} OR {r}.state = 'released' \
@@ -797,47 +1215,73 @@ impl Statements {
         // so a key's epochs never repeat once its row is purged.
         let clock_micros = format!("CAST(FLOOR(EXTRACT(EPOCH FROM {now}) * 1000000) AS bigint)");
 
-        let create_table = format!(
-            "CREATE TABLE IF NOT EXISTS {t} (\n\
-             \x20   scope       bytea       NOT NULL,\n\
-             \x20   key         bytea       NOT NULL,\n\
-             \x20   state       text        NOT NULL,\n\
-             \x20   owner       bytea,\n\
-             \x20   epoch       bigint      NOT NULL,\n\
-             \x20   fingerprint bytea       NOT NULL,\n\
-             \x20   lease_until timestamptz,\n\
-             \x20   expires_at  timestamptz NOT NULL,\n\
-             \x20   payload     bytea,\n\
-             \x20   PRIMARY KEY (scope, key)\n\
-             )"
-        );
+        let columns: String = COLUMNS
+            .iter()
+            .map(|(name, _, declared, not_null)| {
+                let line = format!(
+                    "    {name:<11} {declared:<11} {}",
+                    if *not_null { "NOT NULL" } else { "" }
+                );
+                format!("{},\n", line.trim_end())
+            })
+            .collect();
+        let create_table =
+            format!("CREATE TABLE IF NOT EXISTS {t} (\n{columns}    PRIMARY KEY (scope, key)\n)");
+        // The table's columns, resolved like the other statements' table name (`$1`: quoted).
+        let columns =
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                 a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' \
+             FROM pg_attribute AS a \
+             WHERE a.attrelid = CAST($1::text AS regclass) AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum"
+                .to_owned();
+        // A unique index `ON CONFLICT (scope, key)` can use: immediate, not partial, on
+        // exactly those two columns (in either order).
+        let unique_key = "SELECT EXISTS (SELECT 1 FROM pg_index AS i \
+                 WHERE i.indrelid = CAST($1::text AS regclass) AND i.indisunique AND i.indimmediate \
+                     AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 2 \
+                     AND ARRAY(SELECT a.attname::text FROM pg_attribute AS a \
+                         WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:1]) \
+                         ORDER BY 1) = ARRAY['key', 'scope'])"
+            .to_owned();
         let create_index = format!(
             "CREATE INDEX IF NOT EXISTS \"{}\" ON {t} (expires_at)",
             table.index
         );
+        // `set_config(..., true)` holds for the rest of the statement's own transaction (a
+        // claim runs in autocommit), and PostgreSQL reads `lock_timeout` when a lock wait
+        // begins: evaluated in the insert's `WHERE`, it bounds the upsert's wait for the row
+        // lock, and nothing else the connection runs.
+        let lock_timeout = lock_timeout_setting(lock_timeout);
         let claim = format!(
             "WITH cur AS (\
                  SELECT epoch, state, fingerprint = $3 AS same_fingerprint, payload, lease_until, \
-                     expires_at, {cur_takeable} AS takeable \
+                     expires_at, {cur_takeable} AS takeable, {cur_unreadable} AS unreadable \
                  FROM {t} AS c WHERE scope = $1 AND key = $2\
              ), up AS (\
                  INSERT INTO {t} AS r \
                      (scope, key, state, owner, epoch, fingerprint, lease_until, expires_at, payload) \
                  SELECT $1, $2, 'in_progress', $4, {clock_micros}, $3, {now} + $5, {now} + $6, NULL \
-                 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE NOT cur.takeable) \
+                 WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.unreadable IS NOT NULL OR NOT cur.takeable) \
+                     AND set_config('lock_timeout', '{lock_timeout}', true) IS NOT NULL \
                  ON CONFLICT (scope, key) DO UPDATE SET \
                      epoch = CASE WHEN {own_live} THEN r.epoch \
                          ELSE GREATEST(r.epoch + 1, {clock_micros}) END, \
                      state = 'in_progress', owner = excluded.owner, \
                      fingerprint = excluded.fingerprint, lease_until = excluded.lease_until, \
                      expires_at = GREATEST(r.expires_at, excluded.expires_at), payload = NULL \
-                 WHERE {r_takeable} \
+                 WHERE {r_readable} AND {r_takeable} \
                  RETURNING r.epoch\
              ) \
              SELECT (SELECT epoch FROM up), cur.epoch, cur.state, cur.same_fingerprint, cur.payload, \
-                 cur.lease_until - {now}, cur.takeable, cur.expires_at - {now} \
+                 cur.lease_until - {now}, cur.takeable, cur.expires_at - {now}, cur.unreadable \
              FROM (SELECT) AS one LEFT JOIN cur ON true",
             cur_takeable = takeable("c", "$4"),
+            cur_unreadable = unreadable_because("c"),
+            // Checked on the row the upsert locked, before the `SET` computes anything from it:
+            // the new epoch comes from the old one, and a corrupt one would quietly be replaced.
+            // So an unreadable row stays as it is, and every claim reports it.
+            r_readable = readable("r"),
             r_takeable = takeable("r", "excluded.owner"),
         );
         // Also matches this lease's own completed row (a retried completion), which it leaves
@@ -866,6 +1310,8 @@ impl Statements {
         Statements {
             create_table: create_table.into(),
             create_index: create_index.into(),
+            columns: columns.into(),
+            unique_key: unique_key.into(),
             claim: claim.into(),
             complete: complete.into(),
             release: release.into(),
@@ -994,7 +1440,11 @@ impl<'a> TransactionalCall<'a> {
             .fingerprint(fingerprint)
             .options(options)
             .run(async move {
-                let mut tx = store.inner.pool.begin().await.map_err(store_error)?;
+                let mut tx = store
+                    .bounded("transaction begin", async {
+                        store.inner.pool.begin().await.map_err(store_error)
+                    })
+                    .await?;
                 match body(&mut tx).await {
                     Ok(value) => {
                         // Committed by `InTransaction::complete`, together with the record.
@@ -1002,7 +1452,7 @@ impl<'a> TransactionalCall<'a> {
                         Ok(value)
                     }
                     Err(error) => {
-                        rollback(tx).await;
+                        rollback(store, tx).await;
                         Err(error)
                     }
                 }
@@ -1030,9 +1480,15 @@ impl InTransaction<'_> {
     }
 }
 
-async fn rollback(tx: PgTransaction) {
-    if let Err(error) = tx.rollback().await {
-        // The connection is gone; the server rolls the transaction back on its own.
+/// Rolls back within the store's timeout. If that fails, the server rolls the transaction back
+/// on its own when the connection ends (or sqlx does, before it reuses the connection).
+async fn rollback(store: &PostgresStore, tx: PgTransaction) {
+    let rolled_back = store
+        .bounded("rollback", async {
+            tx.rollback().await.map_err(store_error)
+        })
+        .await;
+    if let Err(error) = rolled_back {
         tracing::debug!(%error, "rollback failed");
     }
 }
@@ -1051,9 +1507,13 @@ impl IdempotencyStore for InTransaction<'_> {
             ));
         };
         match self.store.complete_in(&mut tx, lease, payload, ttl).await {
-            Ok(()) => tx.commit().await.map_err(store_error),
+            Ok(()) => {
+                self.store
+                    .bounded("commit", async { tx.commit().await.map_err(store_error) })
+                    .await
+            }
             Err(error) => {
-                rollback(tx).await;
+                rollback(self.store, tx).await;
                 Err(error)
             }
         }
@@ -1061,7 +1521,7 @@ impl IdempotencyStore for InTransaction<'_> {
 
     async fn release(&self, lease: &Lease) -> Result<(), Error> {
         if let Some(tx) = self.take_pending() {
-            rollback(tx).await;
+            rollback(self.store, tx).await;
         }
         self.store.release(lease).await
     }
@@ -1128,5 +1588,80 @@ mod tests {
         let short = TableName::from_parts(Some("s"), "t");
         assert_eq!(short.index, "t_expires_at_idx");
         assert_eq!(short.quoted, "\"s\".\"t\"");
+    }
+
+    #[test]
+    fn the_table_is_created_as_the_docs_show() {
+        let sql = Statements::new(&TableName::default_table(), DEFAULT_LOCK_TIMEOUT);
+        assert_eq!(
+            &*sql.create_table,
+            "CREATE TABLE IF NOT EXISTS \"idempotency_records\" (\n\
+             \x20   scope       bytea       NOT NULL,\n\
+             \x20   key         bytea       NOT NULL,\n\
+             \x20   state       text        NOT NULL,\n\
+             \x20   owner       bytea,\n\
+             \x20   epoch       bigint      NOT NULL,\n\
+             \x20   fingerprint bytea       NOT NULL,\n\
+             \x20   lease_until timestamptz,\n\
+             \x20   expires_at  timestamptz NOT NULL,\n\
+             \x20   payload     bytea,\n\
+             \x20   PRIMARY KEY (scope, key)\n\
+             )"
+        );
+        assert!(
+            sql.claim
+                .contains("set_config('lock_timeout', '100ms', true)")
+        );
+    }
+
+    #[test]
+    fn lock_timeouts_are_whole_milliseconds_and_never_zero() {
+        assert_eq!(lock_timeout_setting(Duration::from_millis(100)), "100ms");
+        assert_eq!(lock_timeout_setting(Duration::from_micros(1500)), "2ms");
+        assert_eq!(lock_timeout_setting(Duration::ZERO), "1ms");
+        assert_eq!(lock_timeout_setting(Duration::MAX), "2147483647ms");
+    }
+
+    #[test]
+    fn shape_differences_name_each_column() {
+        let schema = || {
+            COLUMNS
+                .iter()
+                .map(|(name, type_name, _, not_null)| FoundColumn {
+                    name: (*name).to_owned(),
+                    type_name: (*type_name).to_owned(),
+                    not_null: *not_null,
+                    filled_by_server: false,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(shape_differences(&schema(), true).is_empty());
+
+        let mut columns = schema();
+        columns.retain(|column| column.name != "payload");
+        columns[4].type_name = "integer".to_owned(); // epoch
+        columns[3].not_null = true; // owner
+        columns.push(FoundColumn {
+            name: "tenant".to_owned(),
+            type_name: "text".to_owned(),
+            not_null: true,
+            filled_by_server: false,
+        });
+        columns.push(FoundColumn {
+            name: "created_at".to_owned(),
+            type_name: "timestamp with time zone".to_owned(),
+            not_null: true,
+            filled_by_server: true,
+        });
+        assert_eq!(
+            shape_differences(&columns, false),
+            [
+                "column `owner` is NOT NULL, expected nullable",
+                "column `epoch` is integer, expected bigint",
+                "column `payload` is missing",
+                "column `tenant` is NOT NULL without a default, and the store never writes it",
+                "no primary key or unique index on exactly (scope, key)",
+            ]
+        );
     }
 }

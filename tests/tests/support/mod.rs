@@ -14,6 +14,7 @@ pub mod redis_data;
 pub mod redis_server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod tcp_proxy;
 
 use std::time::Duration;
 

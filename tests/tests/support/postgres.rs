@@ -1,19 +1,29 @@
-//! PostgreSQL helpers: a store on a table of its own, dropped when the test ends.
+//! PostgreSQL helpers: a store on a table of its own, dropped when the test ends, reaching the
+//! server directly or through a proxy that can go silent.
 
-use idempotent_core::PostgresStore;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::{PostgresStore, PostgresStoreBuilder};
 
-/// Drops the named tables when the test ends (also when it panics), on a connection and a
-/// runtime of its own, since the test's runtime may already be shutting down.
+use super::tcp_proxy::SilentProxy;
+
+/// Drops the named tables, then the named functions, when the test ends (also when it
+/// panics), on a connection and a runtime of its own, since the test's runtime may already be
+/// shutting down.
 pub struct DropTables {
     pub url: String,
     pub tables: Vec<String>,
+    pub functions: Vec<String>,
 }
 
 impl Drop for DropTables {
     fn drop(&mut self) {
         let url = self.url.clone();
         let tables = std::mem::take(&mut self.tables);
+        let functions = std::mem::take(&mut self.functions);
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -26,6 +36,13 @@ impl Drop for DropTables {
                 for table in tables {
                     sqlx::query(AssertSqlSafe(format!(
                         "DROP TABLE IF EXISTS {table} CASCADE"
+                    )))
+                    .execute(&mut connection)
+                    .await?;
+                }
+                for function in functions {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DROP FUNCTION IF EXISTS {function} CASCADE"
                     )))
                     .execute(&mut connection)
                     .await?;
@@ -43,21 +60,75 @@ impl Drop for DropTables {
 
 /// A store on a fresh table, migrated, and the guard that drops the table.
 pub async fn connect(prefix: &str, max_connections: u32) -> Option<(PostgresStore, DropTables)> {
+    connect_with(
+        prefix,
+        PostgresStore::builder().max_connections(max_connections),
+    )
+    .await
+}
+
+/// Like [`connect`], with the builder's other settings (its table is replaced). The store's
+/// connections carry the table name as their `application_name`, so a test can find them in
+/// `pg_stat_activity`.
+pub async fn connect_with(
+    prefix: &str,
+    builder: PostgresStoreBuilder,
+) -> Option<(PostgresStore, DropTables)> {
     let url = super::postgres_url();
     let table = super::unique_name(prefix);
-    let store = match PostgresStore::builder()
-        .table(&table)
-        .max_connections(max_connections)
-        .connect(&url)
-        .await
-    {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let named = format!("{url}{separator}application_name={table}");
+    let store = match builder.table(&table).connect(&named).await {
         Ok(store) => store,
         Err(error) => return super::unavailable("PostgreSQL", &url, error),
     };
     let guard = DropTables {
         url,
         tables: vec![table],
+        functions: Vec::new(),
     };
     store.migrate().await.expect("migrate");
     Some((store, guard))
+}
+
+/// A store on a fresh table, migrated, whose pool of `max_connections` reaches the server
+/// through a [`SilentProxy`]; the builder's other settings apply (its table is replaced).
+/// Waiting for a pool connection is allowed longer than the store's timeout, so that the
+/// timeout is what bounds an operation.
+pub async fn connect_through_proxy(
+    prefix: &str,
+    builder: PostgresStoreBuilder,
+    max_connections: u32,
+) -> Option<(PostgresStore, SilentProxy, DropTables)> {
+    let url = super::postgres_url();
+    // Reachable directly first, so a missing server is reported as such.
+    match PgConnection::connect(&url).await {
+        Ok(connection) => connection.close().await.expect("close"),
+        Err(error) => return super::unavailable("PostgreSQL", &url, error),
+    }
+    let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+    let upstream: SocketAddr = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .expect("resolve the PostgreSQL host")
+        .next()
+        .expect("an address for the PostgreSQL host");
+    let proxy = SilentProxy::start(upstream).await.expect("start the proxy");
+    let table = super::unique_name(prefix);
+    let proxied = options
+        .host("127.0.0.1")
+        .port(proxy.address().port())
+        .application_name(&table);
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .test_before_acquire(false)
+        .connect_lazy_with(proxied);
+    let store = builder.table(&table).build(pool).expect("build the store");
+    let guard = DropTables {
+        url,
+        tables: vec![table],
+        functions: Vec::new(),
+    };
+    store.migrate().await.expect("migrate");
+    Some((store, proxy, guard))
 }
