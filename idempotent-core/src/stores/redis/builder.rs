@@ -1,0 +1,105 @@
+//! Connecting a [`RedisStore`]: key prefix, timeout, retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::scripts::ALL_SCRIPTS;
+use super::{Inner, RedisStore};
+use crate::error::Error;
+#[cfg(doc)]
+use crate::store::IdempotencyStore;
+use crate::store::time::millis_ceil;
+use crate::stores::redis_connection::{Connection, Settings};
+
+const DEFAULT_KEY_PREFIX: &str = "idem";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_RETENTION: Duration = Duration::from_secs(60);
+/// Reconnection attempts per failure before a waiting call gets the error; the next call
+/// starts a new round.
+const RECONNECT_RETRIES: usize = 3;
+
+/// Builder for [`RedisStore`].
+#[derive(Debug, Clone)]
+pub struct RedisStoreBuilder {
+    prefix: String,
+    timeout: Duration,
+    retention: Duration,
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        RedisStoreBuilder {
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The first part of every key name (default `idem`): stores with different prefixes
+    /// never see each other's records. Must not be empty or contain `{` or `}` (the record
+    /// key's hash tag must be the first braces in the name).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The longest one store operation may take, including waiting for a reconnection
+    /// (default 2 s). Past it the operation fails with [`Error::Store`]; a claim or complete
+    /// that timed out may still have been applied by the server.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a record stays in Redis after its ttl ends (default 60 s), during which
+    /// [`purge_expired`](IdempotencyStore::purge_expired) can delete it early; Redis deletes
+    /// it at the end of the window by itself. A claim after the ttl treats the record as
+    /// absent either way, and its epoch comes from the server clock, so the retention never
+    /// decides whether a body runs.
+    pub fn expired_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Connects to the server at `url` (`redis://host:port/db`, `rediss://` for TLS where the
+    /// `redis` crate was built with it) and loads the scripts.
+    pub async fn connect(self, url: &str) -> Result<RedisStore, Error> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(Error::InvalidInput {
+                reason: format!(
+                    "redis key prefix {:?} must be non-empty and contain no `{{` or `}}`",
+                    self.prefix
+                ),
+            });
+        }
+        let connection = Connection::open(
+            url,
+            Settings {
+                timeout: self.timeout,
+                retries: RECONNECT_RETRIES,
+                min_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(500),
+                // Every reconnection attempt and the first one, each bounded by `timeout`.
+                connect_timeout: self
+                    .timeout
+                    .saturating_mul(u32::try_from(RECONNECT_RETRIES + 1).unwrap_or(u32::MAX)),
+            },
+        )
+        .await?;
+        let mut load = redis::pipe();
+        for code in ALL_SCRIPTS {
+            load.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+        }
+        connection.pipeline::<()>(&load).await?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                connection,
+                prefix: self.prefix,
+                timeout: self.timeout,
+                retention_ms: millis_ceil(self.retention),
+            }),
+        })
+    }
+}
