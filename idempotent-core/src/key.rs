@@ -490,12 +490,13 @@ impl Fingerprint {
     /// The fingerprint of "no fingerprinted input": all zeros.
     pub const NONE: Fingerprint = Fingerprint([0; 32]);
 
-    /// Wraps a digest computed elsewhere (for example by an HTTP layer).
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Fingerprint(bytes)
+    /// Wraps a 32-byte digest computed elsewhere (read back from a store, or made by an HTTP
+    /// layer), as it is: no hashing. [`of_bytes`](Self::of_bytes) hashes.
+    pub const fn from_digest(digest: [u8; 32]) -> Self {
+        Fingerprint(digest)
     }
 
-    /// SHA-256 of arbitrary bytes.
+    /// SHA-256 of arbitrary bytes (under this crate's fingerprint domain tag).
     pub fn of_bytes(bytes: &[u8]) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(FINGERPRINT_DOMAIN);

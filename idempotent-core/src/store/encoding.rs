@@ -43,7 +43,7 @@ pub(crate) fn owner_from_bytes(scope: &str, bytes: &[u8]) -> Result<OwnerId, Err
 /// A stored binary fingerprint.
 pub(crate) fn fingerprint_from_bytes(scope: &str, bytes: &[u8]) -> Result<Fingerprint, Error> {
     <[u8; 32]>::try_from(bytes)
-        .map(Fingerprint::from_bytes)
+        .map(Fingerprint::from_digest)
         .map_err(|_| {
             Error::decode(
                 scope,

@@ -186,7 +186,7 @@ impl MemoryStore {
     /// Compare-and-set on a lease: runs `update` on the entry if it is still this lease's
     /// in-progress claim, else fails with `LeaseLost`. With `done_if`, an entry for which it
     /// holds counts as already updated: `Ok` without running `update` (a repeated `complete`).
-    fn with_lease(
+    fn compare_and_set(
         &self,
         lease: &Lease,
         done_if: Option<fn(&Entry, &Lease) -> bool>,
@@ -457,7 +457,7 @@ impl IdempotencyStore for MemoryStore {
         let completed_by = |entry: &Entry, lease: &Lease| {
             matches!(entry.state, EntryState::Completed { .. }) && entry.epoch == lease.epoch()
         };
-        self.with_lease(lease, Some(completed_by), |entry, now| {
+        self.compare_and_set(lease, Some(completed_by), |entry, now| {
             entry.state = EntryState::Completed { payload };
             entry.expires_at = deadline(now, ttl);
         })
@@ -468,7 +468,7 @@ impl IdempotencyStore for MemoryStore {
     }
 
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.with_lease(lease, None, |entry, now| {
+        self.compare_and_set(lease, None, |entry, now| {
             let until = deadline(now, lease_for);
             if let EntryState::InProgress { lease_until, .. } = &mut entry.state {
                 *lease_until = until;

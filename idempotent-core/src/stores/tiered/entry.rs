@@ -46,7 +46,7 @@ pub(super) fn parse_entry(entry: &[u8]) -> Option<(Fingerprint, u64, &[u8])> {
     let fingerprint: [u8; 32] = checked[..32].try_into().ok()?;
     let epoch = u64::from_be_bytes(checked[32..40].try_into().ok()?);
     Some((
-        Fingerprint::from_bytes(fingerprint),
+        Fingerprint::from_digest(fingerprint),
         epoch,
         &entry[HEADER_LEN..],
     ))
@@ -57,14 +57,14 @@ mod tests {
     use super::*;
 
     fn entry(fingerprint: [u8; 32], epoch: u64, payload: &[u8]) -> Vec<u8> {
-        encode_entry(Fingerprint::from_bytes(fingerprint), epoch, payload).to_vec()
+        encode_entry(Fingerprint::from_digest(fingerprint), epoch, payload).to_vec()
     }
 
     #[test]
     fn cache_entries_parse_back() {
         let value = entry([7; 32], 9, b"payload");
         let (fingerprint, epoch, payload) = parse_entry(&value).unwrap_or_else(|| panic!("parses"));
-        assert_eq!(fingerprint, Fingerprint::from_bytes([7; 32]));
+        assert_eq!(fingerprint, Fingerprint::from_digest([7; 32]));
         assert_eq!(epoch, 9);
         assert_eq!(payload, b"payload");
         let empty = entry([0; 32], 1, b"");
