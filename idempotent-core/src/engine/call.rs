@@ -13,6 +13,7 @@ use super::heartbeat::HeartbeatHook;
 use super::options::CallOptions;
 use super::outcome::{Disposition, Outcome, report, with_epoch};
 use super::record::{IN_STORE, Recorder};
+use super::trace::{self, Seen};
 use crate::error::Error;
 use crate::key::Fingerprint;
 use crate::payload::{Codec, OkAndErr, OkOnly};
@@ -139,12 +140,14 @@ impl<'a> Call<'a> {
         E: From<Error>,
         C: Codec<T, E>,
     {
+        let span = trace::call_span(self.scope);
         let slot = BodySlot::new();
         let mut result: Option<Result<T, E>> = None;
         let mut body = pin!(body);
         let driven = {
             let mut driver = pin!(self.drive(&slot));
             poll_fn(|cx| {
+                let _entered = span.enter();
                 loop {
                     if let Poll::Ready(driven) = driver.as_mut().poll(cx) {
                         return Poll::Ready(driven);
@@ -165,18 +168,35 @@ impl<'a> Call<'a> {
             })
             .await
         };
-        match driven? {
-            Driven::Executed => match result {
-                Some(output) => output.map(|value| Outcome {
-                    value,
-                    disposition: Disposition::Executed,
-                }),
-                None => Err(Error::store("engine", "the body's result went missing").into()),
-            },
-            Driven::Replay(payload) => {
+        let driven = match driven {
+            Ok(driven) => driven,
+            Err(error) => {
+                trace::finish(&span, Seen::of(&error));
+                return Err(error.into());
+            }
+        };
+        match driven {
+            Driven::Executed => {
+                trace::finish(&span, Seen::Executed);
+                match result {
+                    Some(output) => output.map(|value| Outcome {
+                        value,
+                        disposition: Disposition::Executed,
+                    }),
+                    None => Err(Error::store("engine", "the body's result went missing").into()),
+                }
+            }
+            Driven::Replay { payload, waited } => {
                 // Reported only once the record decodes: an unreadable one is an error, not a
                 // replay.
-                let stored = C::decode(self.scope, &payload)?;
+                let stored = match C::decode(self.scope, &payload) {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        trace::finish(&span, Seen::of(&error));
+                        return Err(error.into());
+                    }
+                };
+                trace::finish(&span, if waited { Seen::Waited } else { Seen::Replayed });
                 report(Disposition::Replayed);
                 stored.map(|value| Outcome {
                     value,
@@ -184,7 +204,8 @@ impl<'a> Call<'a> {
                 })
             }
             Driven::Unprotected => {
-                let value = body.await?;
+                trace::finish(&span, Seen::Unprotected);
+                let value = span.in_scope(|| body).await?;
                 report(Disposition::Executed);
                 Ok(Outcome {
                     value,

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::call::Call;
 use super::options::{OnInFlight, OnStoreError};
+use super::trace::{self, store_op};
 use crate::error::Error;
 use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease};
 
@@ -22,8 +23,9 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) enum Claimed {
     /// The key is ours: run the body.
     Lease(Lease),
-    /// A completed record: replay this payload.
-    Replay(Bytes),
+    /// A completed record: replay this payload (`waited`: after waiting for the call that
+    /// ran it).
+    Replay { payload: Bytes, waited: bool },
     /// The store failed and the call fails open: run the body without a claim.
     Unprotected,
 }
@@ -36,7 +38,7 @@ impl Call<'_> {
             Err(error @ Error::Store { .. })
                 if self.options.on_store_error == OnStoreError::FailOpen =>
             {
-                tracing::warn!(scope = self.scope, key = self.key, %error, "idempotency store unavailable; running unprotected (fail-open)");
+                tracing::warn!(%error, "idempotency store unavailable; running unprotected (fail-open)");
                 Ok(Claimed::Unprotected)
             }
             other => other,
@@ -52,8 +54,16 @@ async fn acquire(call: &Call<'_>, request: &ClaimRequest<'_>) -> Result<Claimed,
     let mut backoff = FIRST_BACKOFF;
     loop {
         match claim_once(call.store, request).await? {
-            Claim::Acquired(lease) => return Ok(Claimed::Lease(lease)),
-            Claim::Completed(record) => return Ok(Claimed::Replay(record.payload)),
+            Claim::Acquired(lease) => {
+                tracing::Span::current().record("epoch", lease.epoch());
+                return Ok(Claimed::Lease(lease));
+            }
+            Claim::Completed(record) => {
+                return Ok(Claimed::Replay {
+                    payload: record.payload,
+                    waited: started.is_some(),
+                });
+            }
             Claim::PayloadMismatch => {
                 return Err(Error::PayloadMismatch {
                     scope: request.scope.to_owned(),
@@ -70,6 +80,7 @@ async fn acquire(call: &Call<'_>, request: &ClaimRequest<'_>) -> Result<Claimed,
                 let pause = backoff
                     .min(retry_after.max(Duration::from_millis(1)))
                     .min(budget - waited);
+                trace::waiting(retry_after);
                 call.store
                     .wait_for_change(request.scope, request.key, pause)
                     .await;
@@ -90,7 +101,7 @@ async fn claim_once(
         request,
         armed: true,
     };
-    let claim = store.claim(request).await;
+    let claim = store_op(store, "claim", store.claim(request)).await;
     on_the_wire.armed = false;
     claim
 }

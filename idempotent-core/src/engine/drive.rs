@@ -21,8 +21,9 @@ use crate::store::{ClaimRequest, OwnerId};
 pub(crate) enum Driven {
     /// The body ran and its result was recorded (or deliberately not kept).
     Executed,
-    /// A completed record: decode and return this payload.
-    Replay(Bytes),
+    /// A completed record: decode and return this payload (`waited`: after waiting for the
+    /// call that ran it).
+    Replay { payload: Bytes, waited: bool },
     /// The store failed and the call fails open: run the body without a claim.
     Unprotected,
 }
@@ -86,7 +87,7 @@ impl Call<'_> {
         };
         let lease = match self.claim_phase(&request).await? {
             Claimed::Lease(lease) => lease,
-            Claimed::Replay(payload) => return Ok(Driven::Replay(payload)),
+            Claimed::Replay { payload, waited } => return Ok(Driven::Replay { payload, waited }),
             Claimed::Unprotected => return Ok(Driven::Unprotected),
         };
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::trace::store_op;
 use crate::error::Error;
 use crate::store::{IdempotencyStore, Lease};
 
@@ -50,7 +51,7 @@ pub(crate) async fn beat(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match store.extend(lease, lease_for).await {
+        match store_op(store, "extend", store.extend(lease, lease_for)).await {
             Ok(()) => {
                 if let Some(hook) = hook {
                     hook.renewed(lease, lease_for).await;
@@ -58,8 +59,6 @@ pub(crate) async fn beat(
             }
             Err(Error::LeaseLost) => {
                 tracing::warn!(
-                    scope = lease.scope(),
-                    key = lease.key(),
                     epoch = lease.epoch(),
                     "lease lost while the body runs; its result will not be recorded"
                 );
@@ -67,7 +66,7 @@ pub(crate) async fn beat(
                 std::future::pending::<()>().await;
             }
             Err(error) => {
-                tracing::warn!(scope = lease.scope(), key = lease.key(), %error, "heartbeat failed; retrying at the next beat");
+                tracing::warn!(%error, "heartbeat failed; retrying at the next beat");
             }
         }
     }

@@ -7,7 +7,8 @@
 //!   compiled once: `claim` (the claim and wait loop), `heartbeat` (renewing the claim while
 //!   the body runs) and `record` (where the result is kept). Only polling the body and
 //!   encoding and decoding its result are generic.
-//! - [`outcome`]: what the caller learns ([`Outcome`], [`observe`], [`current_epoch`]).
+//! - [`outcome`]: what the caller learns ([`Outcome`], [`observe`], [`current_epoch`]);
+//!   `trace`: what the outside world sees (a span per call, metrics).
 
 pub(crate) mod call;
 mod claim;
@@ -16,6 +17,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod options;
 pub(crate) mod outcome;
 pub(crate) mod record;
+mod trace;
 
 pub use call::Call;
 pub use heartbeat::HeartbeatHook;

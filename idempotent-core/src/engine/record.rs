@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::call::Call;
 use super::options::OnStoreError;
+use super::trace::store_op;
 use crate::error::Error;
 use crate::store::{IdempotencyStore, Lease};
 
@@ -57,12 +58,17 @@ impl Recorder for InStore {
     ) -> Result<(), Error> {
         let mut pauses = COMPLETE_RETRY_PAUSES.iter();
         loop {
-            match store.complete(lease, payload.clone(), ttl).await {
+            let completed = store_op(
+                store,
+                "complete",
+                store.complete(lease, payload.clone(), ttl),
+            );
+            match completed.await {
                 Err(error @ Error::Store { .. }) => {
                     let Some(pause) = pauses.next() else {
                         return Err(error);
                     };
-                    tracing::debug!(scope = lease.scope(), key = lease.key(), %error, "recording the result failed; trying again");
+                    tracing::debug!(%error, "recording the result failed; trying again");
                     tokio::time::sleep(*pause).await;
                 }
                 other => return other,
@@ -87,7 +93,7 @@ impl Call<'_> {
                 match recorded {
                     Ok(()) => Ok(()),
                     Err(error) => {
-                        tracing::warn!(scope = self.scope, key = self.key, epoch = lease.epoch(), %error, "body ran but its result was not recorded");
+                        tracing::warn!(%error, "body ran but its result was not recorded");
                         // Fail-open covers a store that is down, never a lost lease: the
                         // result then belongs to no claim.
                         let fail_open = self.options.on_store_error == OnStoreError::FailOpen
@@ -109,8 +115,8 @@ impl Call<'_> {
 }
 
 pub(crate) async fn release_quietly(store: &dyn IdempotencyStore, lease: &Lease) {
-    if let Err(error) = store.release(lease).await {
-        tracing::warn!(scope = lease.scope(), key = lease.key(), %error, "could not release the claim; it expires with its lease");
+    if let Err(error) = store_op(store, "release", store.release(lease)).await {
+        tracing::warn!(%error, "could not release the claim; it expires with its lease");
     }
 }
 

@@ -20,7 +20,6 @@ where
             Ok(()) | Err(Error::LeaseLost) => {}
             Err(error) => tracing::warn!(
                 scope = lease.scope(),
-                key = lease.key(),
                 %error,
                 "could not release the claim; it expires with its lease"
             ),
@@ -55,7 +54,6 @@ where
             Ok(()) | Err(Error::LeaseLost) => {}
             Err(error) => tracing::warn!(
                 scope = request.scope.as_str(),
-                key = request.key.as_str(),
                 %error,
                 "could not give up a cancelled claim; it expires with its lease"
             ),

@@ -51,6 +51,10 @@ macro_rules! forward_store {
                 (**self).purge_expired().await
             }
 
+            fn backend_name(&self) -> &'static str {
+                (**self).backend_name()
+            }
+
             async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
                 (**self).wait_for_change(scope, key, max_wait).await;
             }

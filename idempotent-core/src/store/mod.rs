@@ -91,6 +91,12 @@ pub trait IdempotencyStore: Send + Sync {
     /// Removes records whose ttl has passed; returns how many were removed.
     async fn purge_expired(&self) -> Result<u64, Error>;
 
+    /// A short name for the kind of store, such as `"memory"` or `"postgres"`, for metrics and
+    /// logs. The default, `"custom"`, suits a store of your own.
+    fn backend_name(&self) -> &'static str {
+        "custom"
+    }
+
     /// Waits until `(scope, key)` may have changed, or `max_wait` passes, whichever is first.
     /// Used between claims while another owner holds the key. The default sleeps for
     /// `max_wait`; stores that can observe changes wake up earlier. Spurious wake-ups are fine.

@@ -805,6 +805,10 @@ impl IdempotencyStore for PostgresStore {
         crate::store::spawn_abandon(self.clone(), request);
     }
 
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         let mut removed = 0u64;
         loop {

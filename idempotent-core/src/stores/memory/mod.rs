@@ -490,6 +490,10 @@ impl IdempotencyStore for MemoryStore {
         }
     }
 
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         Ok(self.purge_all(Instant::now()))
     }

@@ -343,6 +343,10 @@ impl IdempotencyStore for RedisStore {
     /// retention has not, and returns how many it deleted (records Redis already removed are
     /// not counted). It walks the prefix with `SCAN`, one round trip per few hundred keys: a
     /// maintenance call, not one for a request path.
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.purge().await
     }

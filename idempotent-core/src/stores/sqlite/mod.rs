@@ -391,6 +391,10 @@ impl IdempotencyStore for SqliteStore {
         crate::store::spawn_abandon(self.clone(), request);
     }
 
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         let now = now_ms()?;
         let mut removed = 0u64;

@@ -285,6 +285,10 @@ impl IdempotencyStore for TieredStore {
         self.inner.durable.abandon_claim_in_background(request);
     }
 
+    fn backend_name(&self) -> &'static str {
+        "tiered"
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         // Cache entries expire with their records (Redis `PX`); only PostgreSQL needs purging.
         self.inner.durable.purge_expired().await
