@@ -122,7 +122,7 @@ impl CallOptions {
     }
 
     /// Checks the options a call cannot run with: a lease shorter than [`MIN_LEASE`] fails with
-    /// [`Error::LeaseTooShort`]. [`Call::run`] checks this before it claims anything.
+    /// [`Error::LeaseTooShort`]. [`Call::run`](crate::Call::run) checks this before it claims anything.
     pub const fn validate(&self) -> Result<(), Error> {
         if self.lease.as_nanos() < MIN_LEASE.as_nanos() {
             return Err(Error::LeaseTooShort {

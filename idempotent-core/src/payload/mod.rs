@@ -12,7 +12,7 @@
 //! Payloads written by one version of this crate are read by the next: the format is pinned by
 //! golden tests, and a new kind of content gets a new first byte, never a change to an
 //! existing one. Hand-rolled flows that record a result themselves (such as
-//! [`PostgresStore::complete_in`](crate::PostgresStore::complete_in)) build payloads with
+//! `PostgresStore::complete_in`, feature `postgres`) build payloads with
 //! [`encode_ok`], so that calls replay them.
 //!
 //! ```

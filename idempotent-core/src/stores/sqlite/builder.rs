@@ -62,7 +62,7 @@ impl SqliteStoreBuilder {
     /// The table that holds the records. Default `idempotency_records`.
     ///
     /// A lowercase identifier matching `^[a-z_][a-z0-9_]{0,62}$`, not starting with `sqlite_`
-    /// (reserved by SQLite), the same rule as [`PostgresStore`](crate::PostgresStore)'s
+    /// (reserved by SQLite), the same rule as `PostgresStore`'s
     /// tables. Anything else fails at [`open`](Self::open) with [`Error::InvalidInput`]. The
     /// table's index is named `idx_<table>_expires_at`.
     pub fn table(mut self, name: impl Into<String>) -> Self {
