@@ -90,7 +90,7 @@ fn label(disposition: Option<Disposition>) -> &'static str {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("== 1. a payment retried by a client that timed out");
     for attempt in 1..=3 {
         let (receipt, how) = observe(charge(1001, "capture", 4_999)).await;
@@ -123,9 +123,7 @@ async fn main() -> Result<(), Error> {
         }));
     }
     for delivery in deliveries {
-        let status = delivery.await.map_err(|e| Error::InvalidInput {
-            reason: e.to_string(),
-        })??;
+        let status = delivery.await??;
         assert_eq!(status, 200);
     }
     println!(
@@ -149,15 +147,17 @@ async fn main() -> Result<(), Error> {
     let first = tokio::spawn(export_report(9));
     tokio::time::sleep(Duration::from_millis(20)).await;
     match export_report(9).await {
+        // `retry_after` is the time left on the first call's lease (30 s by default): the
+        // longest a client might have to wait, not an estimate of the job's length.
         Err(Error::InFlight { retry_after }) => println!(
-            "  duplicate rejected: in flight, retry after {:.1}s (HTTP would answer 409)",
+            "  duplicate rejected: in flight (HTTP would answer 409); the first call's lease \
+             has {:.1}s left, so retry within that (its result replays as soon as it is \
+             recorded), or wait with on_in_flight = \"wait\"",
             retry_after.as_secs_f64()
         ),
         other => println!("  unexpected: {other:?}"),
     }
-    let file = first.await.map_err(|e| Error::InvalidInput {
-        reason: e.to_string(),
-    })??;
+    let file = first.await??;
     let (again, how) = observe(export_report(9)).await;
     println!(
         "  first call produced {file}; a later call {} {:?}",
@@ -168,5 +168,16 @@ async fn main() -> Result<(), Error> {
         "  the export body ran {} time(s)",
         EXPORTS_RUN.load(Ordering::SeqCst)
     );
+
+    println!("\n== next: the same on a store that outlives this process");
+    for (example, what) in [
+        ("sqlite", "a durable file on one node"),
+        ("redis", "shared by every instance, fast"),
+        ("postgres", "shared and durable"),
+        ("transactional", "the result committed with your own writes"),
+        ("tiered", "PostgreSQL decides, Redis serves replays"),
+    ] {
+        println!("  cargo run -p idempotent-examples --example {example:<13} # {what}");
+    }
     Ok(())
 }
