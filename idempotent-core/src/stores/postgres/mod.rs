@@ -197,8 +197,12 @@ use tokio::time::Instant;
 use crate::engine::{Call, CallOptions, OnStoreError, Outcome};
 use crate::error::Error;
 use crate::key::Fingerprint;
-use crate::store::time::micros;
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record};
+use crate::store::encoding::{
+    COMPLETED, IN_PROGRESS, lease_column_epoch, owner_bytes, stored_epoch,
+};
+use crate::store::time::{capped, micros};
+use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, Record};
+use crate::stores::table_name::{MAX_IDENTIFIER_LEN, TableName};
 
 /// The sqlx crate this store is built with, so that the [`PgPool`] and
 /// [`Transaction`](sqlx::Transaction) types a caller passes in are the ones it expects.
@@ -212,8 +216,6 @@ const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a claim waits for a row lock another transaction holds.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(100);
-/// A deadline for "no timeout" (`Duration::MAX`), which `Instant` cannot add.
-const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 /// The longest scope plus key a claim accepts: both sit in the primary key, whose entries
 /// PostgreSQL caps at 2,704 bytes on the default 8 KiB page.
 const MAX_SCOPE_AND_KEY_BYTES: usize = 2048;
@@ -221,7 +223,6 @@ const MAX_SCOPE_AND_KEY_BYTES: usize = 2048;
 const CLAIM_ATTEMPTS: usize = 5;
 /// Rows deleted per statement by `purge_expired`, so a large purge never holds many locks.
 const PURGE_BATCH: i64 = 1000;
-const MAX_IDENTIFIER_LEN: usize = 63;
 
 /// A PostgreSQL-backed [`IdempotencyStore`]: shared between processes and durable.
 ///
@@ -364,7 +365,7 @@ impl PostgresStoreBuilder {
     /// fails here, with [`Error::Store`] (a malformed URL or table name with
     /// [`Error::InvalidInput`]); the pool then opens connections as calls need them.
     pub async fn connect(self, url: &str) -> Result<PostgresStore, Error> {
-        let table = TableName::parse(&self.table)?;
+        let table = PgTable::parse(&self.table)?;
         let options: PgConnectOptions = url.parse().map_err(|error| match error {
             sqlx::Error::Configuration(reason) => Error::InvalidInput {
                 reason: format!("invalid PostgreSQL connection URL: {reason}"),
@@ -393,7 +394,7 @@ impl PostgresStoreBuilder {
     /// Builds the store on an existing pool (the pool keeps its own settings; the store's
     /// [`timeout`](Self::timeout) and [`lock_timeout`](Self::lock_timeout) apply).
     pub fn build(self, pool: PgPool) -> Result<PostgresStore, Error> {
-        let table = TableName::parse(&self.table)?;
+        let table = PgTable::parse(&self.table)?;
         Ok(PostgresStore::with_settings(pool, table, &self))
     }
 }
@@ -412,7 +413,7 @@ impl PostgresStore {
     /// must come from the same sqlx version ([`sqlx`] is re-exported for that).
     pub fn from_pool(pool: PgPool) -> Self {
         let settings = PostgresStoreBuilder::default();
-        PostgresStore::with_settings(pool, TableName::default_table(), &settings)
+        PostgresStore::with_settings(pool, PgTable::default_table(), &settings)
     }
 
     /// Configures the table name, timeouts and pool size.
@@ -420,7 +421,7 @@ impl PostgresStore {
         PostgresStoreBuilder::default()
     }
 
-    fn with_settings(pool: PgPool, table: TableName, settings: &PostgresStoreBuilder) -> Self {
+    fn with_settings(pool: PgPool, table: PgTable, settings: &PostgresStoreBuilder) -> Self {
         let sql = Statements::new(&table, settings.lock_timeout);
         PostgresStore {
             inner: Arc::new(Inner {
@@ -576,9 +577,7 @@ impl PostgresStore {
         payload: Bytes,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let Some(epoch) = lease_epoch(lease) else {
-            return Err(Error::LeaseLost);
-        };
+        let epoch = lease_column_epoch(lease.epoch()).ok_or(Error::LeaseLost)?;
         let updated = sqlx::query(sql(&self.inner.sql.complete))
             .bind(lease.scope().as_bytes())
             .bind(lease.key().as_bytes())
@@ -617,9 +616,7 @@ impl PostgresStore {
         lease: &Lease,
         lease_for: Option<PgInterval>,
     ) -> Result<(), Error> {
-        let Some(epoch) = lease_epoch(lease) else {
-            return Err(Error::LeaseLost);
-        };
+        let epoch = lease_column_epoch(lease.epoch()).ok_or(Error::LeaseLost)?;
         let mut query = sqlx::query(sql(statement))
             .bind(lease.scope().as_bytes())
             .bind(lease.key().as_bytes())
@@ -692,11 +689,10 @@ impl PostgresStore {
         })
     }
 
-    /// When an operation starting now must be done.
+    /// When an operation starting now must be done. The timeout is capped at the stores'
+    /// "forever", which `Instant` can add where `Duration::MAX` would overflow.
     fn deadline(&self) -> Instant {
-        let now = Instant::now();
-        now.checked_add(self.inner.timeout)
-            .unwrap_or(now + FAR_FUTURE)
+        Instant::now() + capped(self.inner.timeout)
     }
 
     fn timed_out(&self, operation: &str) -> Error {
@@ -832,7 +828,7 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
     let scope = request.scope;
     let acquired: Option<i64> = column(scope, row, 0)?;
     if acquired.is_some() {
-        let epoch = stored_epoch(scope, acquired)?;
+        let epoch = epoch_column(scope, acquired)?;
         return Ok(Step::Decided(Claim::Acquired(Lease::new(
             request.scope,
             request.key,
@@ -863,7 +859,7 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
     let epoch: Option<i64> = column(scope, row, 1)?;
     let same_fingerprint: Option<bool> = column(scope, row, 3)?;
     let claim = match state.as_str() {
-        "completed" => {
+        COMPLETED => {
             if same_fingerprint != Some(true) {
                 Claim::PayloadMismatch
             } else {
@@ -874,12 +870,12 @@ fn decide(request: &ClaimRequest<'_>, row: &PgRow) -> Result<Step, Error> {
                 let left = left.ok_or_else(|| Error::decode(scope, "a record has no expiry"))?;
                 Claim::Completed(Record {
                     payload: Bytes::from(payload),
-                    epoch: stored_epoch(scope, epoch)?,
+                    epoch: epoch_column(scope, epoch)?,
                     expires_in: Some(interval_duration(&left)),
                 })
             }
         }
-        "in_progress" => {
+        IN_PROGRESS => {
             if same_fingerprint != Some(true) {
                 Claim::PayloadMismatch
             } else {
@@ -919,20 +915,10 @@ where
         .map_err(|error| Error::decode(scope, error))
 }
 
-fn stored_epoch(scope: &str, epoch: Option<i64>) -> Result<u64, Error> {
-    epoch
-        .and_then(|epoch| u64::try_from(epoch).ok())
-        .ok_or_else(|| Error::decode(scope, format!("invalid epoch {epoch:?}")))
-}
-
-/// An owner id as stored: its 128 bits, big-endian.
-fn owner_bytes(owner: OwnerId) -> [u8; 16] {
-    owner.as_u128().to_be_bytes()
-}
-
-/// The lease's epoch as stored; `None` for one no row can hold (so its lease is lost).
-fn lease_epoch(lease: &Lease) -> Option<i64> {
-    i64::try_from(lease.epoch()).ok()
+/// A stored epoch, which the claim reads only from rows that passed its checks.
+fn epoch_column(scope: &str, epoch: Option<i64>) -> Result<u64, Error> {
+    let epoch = epoch.ok_or_else(|| Error::decode(scope, "the stored epoch is NULL"))?;
+    stored_epoch(scope, epoch)
 }
 
 fn store_error(error: sqlx::Error) -> Error {
@@ -1055,8 +1041,8 @@ fn sql(statement: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(statement))
 }
 
-/// A validated table name and its SQL spellings.
-struct TableName {
+/// A validated table name and its PostgreSQL spellings.
+struct PgTable {
     /// As configured: `table` or `schema.table`.
     display: String,
     /// Quoted for SQL: `"table"` or `"schema"."table"`.
@@ -1065,37 +1051,27 @@ struct TableName {
     index: String,
 }
 
-impl TableName {
+impl PgTable {
     fn default_table() -> Self {
-        TableName::from_parts(None, DEFAULT_TABLE)
+        PgTable::new(&TableName {
+            schema: None,
+            table: DEFAULT_TABLE.to_owned(),
+        })
     }
 
+    /// Validates `name` (see [`TableName`]; PostgreSQL takes `schema.table` too).
     fn parse(name: &str) -> Result<Self, Error> {
-        let invalid = || Error::InvalidInput {
-            reason: format!(
-                "invalid table name {name:?}: expected a lowercase identifier matching \
-                 ^[a-z_][a-z0-9_]{{0,62}}$, optionally schema-qualified (schema.table)"
-            ),
-        };
-        let mut parts = name.split('.');
-        let (schema, table) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(table), None, None) => (None, table),
-            (Some(schema), Some(table), None) => (Some(schema), table),
-            _ => return Err(invalid()),
-        };
-        if !schema.is_none_or(is_identifier) || !is_identifier(table) {
-            return Err(invalid());
-        }
-        Ok(TableName::from_parts(schema, table))
+        TableName::parse(name, true).map(|name| PgTable::new(&name))
     }
 
-    fn from_parts(schema: Option<&str>, table: &str) -> Self {
-        let (display, quoted) = match schema {
+    fn new(name: &TableName) -> Self {
+        let table = &name.table;
+        let (display, quoted) = match &name.schema {
             Some(schema) => (
                 format!("{schema}.{table}"),
                 format!("\"{schema}\".\"{table}\""),
             ),
-            None => (table.to_owned(), format!("\"{table}\"")),
+            None => (table.clone(), format!("\"{table}\"")),
         };
         const SUFFIX: &str = "_expires_at_idx";
         let index = if table.len() + SUFFIX.len() <= MAX_IDENTIFIER_LEN {
@@ -1114,22 +1090,12 @@ impl TableName {
                 &table[..MAX_IDENTIFIER_LEN - SUFFIX.len() - 9]
             )
         };
-        TableName {
+        PgTable {
             display,
             quoted,
             index,
         }
     }
-}
-
-/// `^[a-z_][a-z0-9_]{0,62}$`
-fn is_identifier(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    matches!(bytes.first(), Some(b'a'..=b'z' | b'_'))
-        && bytes.len() <= MAX_IDENTIFIER_LEN
-        && bytes
-            .iter()
-            .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_'))
 }
 
 /// What a stored row must hold to be read, and what is wrong with one that does not: each a
@@ -1179,7 +1145,7 @@ fn lock_timeout_setting(timeout: Duration) -> String {
 }
 
 impl Statements {
-    fn new(table: &TableName, lock_timeout: Duration) -> Self {
+    fn new(table: &PgTable, lock_timeout: Duration) -> Self {
         let t = &table.quoted;
         let now = "statement_timestamp()";
         let checks = |r: &str| ROW_CHECKS.map(|(check, reason)| (check.replace("{r}", r), reason));
@@ -1553,46 +1519,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_names_are_validated() {
-        for valid in ["t", "_t", "idempotency_records", "a1_b2", "billing.records"] {
-            assert!(TableName::parse(valid).is_ok(), "{valid} must be accepted");
-        }
-        let longest = "a".repeat(63);
-        assert!(TableName::parse(&longest).is_ok());
-        for invalid in [
-            "",
-            "Records",
-            "1records",
-            "re-cords",
-            "a.b.c",
-            ".t",
-            "t.",
-            "t; DROP TABLE x",
-            "\"t\"",
-            "tëst",
-            &"a".repeat(64),
-        ] {
-            assert!(
-                matches!(TableName::parse(invalid), Err(Error::InvalidInput { .. })),
-                "{invalid:?} must be rejected"
-            );
-        }
-    }
-
-    #[test]
     fn long_table_names_get_distinct_short_index_names() {
-        let a = TableName::from_parts(None, &format!("{}a", "x".repeat(62)));
-        let b = TableName::from_parts(None, &format!("{}b", "x".repeat(62)));
+        let name = |schema: Option<&str>, table: String| {
+            PgTable::new(&TableName {
+                schema: schema.map(str::to_owned),
+                table,
+            })
+        };
+        let a = name(None, format!("{}a", "x".repeat(62)));
+        let b = name(None, format!("{}b", "x".repeat(62)));
         assert!(a.index.len() <= MAX_IDENTIFIER_LEN);
         assert_ne!(a.index, b.index);
-        let short = TableName::from_parts(Some("s"), "t");
+        let short = name(Some("s"), "t".to_owned());
         assert_eq!(short.index, "t_expires_at_idx");
         assert_eq!(short.quoted, "\"s\".\"t\"");
     }
 
     #[test]
     fn the_table_is_created_as_the_docs_show() {
-        let sql = Statements::new(&TableName::default_table(), DEFAULT_LOCK_TIMEOUT);
+        let sql = Statements::new(&PgTable::default_table(), DEFAULT_LOCK_TIMEOUT);
         assert_eq!(
             &*sql.create_table,
             "CREATE TABLE IF NOT EXISTS \"idempotency_records\" (\n\
