@@ -194,6 +194,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 use tokio::time::Instant;
 
+use crate::engine::record::{Recorder, release_quietly};
 use crate::engine::{Call, CallOptions, OnStoreError, Outcome};
 use crate::error::Error;
 use crate::key::Fingerprint;
@@ -601,10 +602,7 @@ impl PostgresStore {
     pub fn transactional<'a>(&'a self, scope: &'a str, key: &'a str) -> TransactionalCall<'a> {
         TransactionalCall {
             store: self,
-            scope,
-            key,
-            fingerprint: Fingerprint::NONE,
-            options: CallOptions::new(),
+            call: Call::new(self, scope, key),
         }
     }
 
@@ -1348,20 +1346,15 @@ impl Statements {
 #[derive(Clone, Copy)]
 pub struct TransactionalCall<'a> {
     store: &'a PostgresStore,
-    scope: &'a str,
-    key: &'a str,
-    fingerprint: Fingerprint,
-    options: CallOptions,
+    /// The call on the store; only where its result is recorded differs.
+    call: Call<'a>,
 }
 
 impl fmt::Debug for TransactionalCall<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransactionalCall")
             .field("table", &self.store.table())
-            .field("scope", &self.scope)
-            .field("key", &self.key)
-            .field("fingerprint", &self.fingerprint)
-            .field("options", &self.options)
+            .field("call", &self.call)
             .finish()
     }
 }
@@ -1370,14 +1363,14 @@ impl<'a> TransactionalCall<'a> {
     /// The request fingerprint: a retry with a different one fails with
     /// [`Error::PayloadMismatch`].
     pub fn fingerprint(mut self, fingerprint: Fingerprint) -> Self {
-        self.fingerprint = fingerprint;
+        self.call = self.call.fingerprint(fingerprint);
         self
     }
 
     /// Replaces the options (ttl, lease, waiting). Errors are never cached and the call always
     /// fails closed, whatever the options say.
     pub fn options(mut self, options: CallOptions) -> Self {
-        self.options = options;
+        self.call = self.call.options(options);
         self
     }
 
@@ -1389,23 +1382,18 @@ impl<'a> TransactionalCall<'a> {
         T: Serialize + DeserializeOwned,
         E: From<Error>,
     {
-        let TransactionalCall {
-            store,
-            scope,
-            key,
-            fingerprint,
-            options,
-        } = self;
-        let in_tx = InTransaction {
+        let TransactionalCall { store, call } = self;
+        let recorder = InTransaction {
             store,
             pending: Mutex::new(None),
         };
-        let options = options.on_store_error(OnStoreError::FailClosed);
-        let pending = &in_tx.pending;
-        Call::new(&in_tx, scope, key)
-            .fingerprint(fingerprint)
-            .options(options)
-            .run(async move {
+        // A result that could not be recorded was rolled back with its transaction, so there
+        // is nothing for fail-open to return. And `run`, never `run_caching_errors`: an `Err`
+        // rolls the body's writes back, so it must not be replayed as if they had happened.
+        let options = call.options.on_store_error(OnStoreError::FailClosed);
+        call.options(options)
+            .recorder(&recorder)
+            .run(async {
                 let mut tx = store
                     .bounded("transaction begin", async {
                         store.inner.pool.begin().await.map_err(store_error)
@@ -1413,8 +1401,8 @@ impl<'a> TransactionalCall<'a> {
                     .await?;
                 match body(&mut tx).await {
                     Ok(value) => {
-                        // Committed by `InTransaction::complete`, together with the record.
-                        *pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+                        // Committed by the recorder, together with the record.
+                        recorder.hold(tx);
                         Ok(value)
                     }
                     Err(error) => {
@@ -1429,16 +1417,21 @@ impl<'a> TransactionalCall<'a> {
 
 type PgTransaction = sqlx::Transaction<'static, sqlx::Postgres>;
 
-/// The store the engine sees in transactional mode: claims, heartbeats and releases go to the
-/// pool; completion goes into the body's transaction, which it then commits.
+/// Where a transactional call records its result: in the body's transaction, which it then
+/// commits. Claims, heartbeats and releases go to the store's pool as for any call.
 struct InTransaction<'a> {
     store: &'a PostgresStore,
-    /// The body's transaction, between the body's `Ok` and the completion.
+    /// The body's transaction, between the body's `Ok` and the record phase. Dropped with
+    /// the recorder (a cancelled or panicking call), it rolls back.
     pending: Mutex<Option<PgTransaction>>,
 }
 
 impl InTransaction<'_> {
-    fn take_pending(&self) -> Option<PgTransaction> {
+    fn hold(&self, tx: PgTransaction) {
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+    }
+
+    fn take(&self) -> Option<PgTransaction> {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1446,27 +1439,18 @@ impl InTransaction<'_> {
     }
 }
 
-/// Rolls back within the store's timeout. If that fails, the server rolls the transaction back
-/// on its own when the connection ends (or sqlx does, before it reuses the connection).
-async fn rollback(store: &PostgresStore, tx: PgTransaction) {
-    let rolled_back = store
-        .bounded("rollback", async {
-            tx.rollback().await.map_err(store_error)
-        })
-        .await;
-    if let Err(error) = rolled_back {
-        tracing::debug!(%error, "rollback failed");
-    }
-}
-
 #[async_trait]
-impl IdempotencyStore for InTransaction<'_> {
-    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
-        self.store.claim(request).await
-    }
-
-    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
-        let Some(mut tx) = self.take_pending() else {
+impl Recorder for InTransaction<'_> {
+    /// `complete_in` and commit, once: a transaction cannot be tried again, so unlike the
+    /// store's own recorder this one does not retry a store error.
+    async fn record(
+        &self,
+        _store: &dyn IdempotencyStore,
+        lease: &Lease,
+        payload: Bytes,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let Some(mut tx) = self.take() else {
             return Err(Error::store(
                 BACKEND,
                 "no open transaction to record the result in",
@@ -1485,32 +1469,25 @@ impl IdempotencyStore for InTransaction<'_> {
         }
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        if let Some(tx) = self.take_pending() {
+    /// Rolls the body's writes back, then releases the claim so a retry runs again.
+    async fn discard(&self, store: &dyn IdempotencyStore, lease: &Lease) {
+        if let Some(tx) = self.take() {
             rollback(self.store, tx).await;
         }
-        self.store.release(lease).await
+        release_quietly(store, lease).await;
     }
+}
 
-    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.store.extend(lease, lease_for).await
-    }
-
-    fn release_in_background(&self, lease: Lease) {
-        // A pending transaction is dropped with this value, which rolls it back.
-        self.store.release_in_background(lease);
-    }
-
-    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
-        self.store.abandon_claim_in_background(request);
-    }
-
-    async fn purge_expired(&self) -> Result<u64, Error> {
-        self.store.purge_expired().await
-    }
-
-    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
-        self.store.wait_for_change(scope, key, max_wait).await;
+/// Rolls back within the store's timeout. If that fails, the server rolls the transaction back
+/// on its own when the connection ends (or sqlx does, before it reuses the connection).
+async fn rollback(store: &PostgresStore, tx: PgTransaction) {
+    let rolled_back = store
+        .bounded("rollback", async {
+            tx.rollback().await.map_err(store_error)
+        })
+        .await;
+    if let Err(error) = rolled_back {
+        tracing::debug!(%error, "rollback failed");
     }
 }
 
