@@ -1,9 +1,8 @@
 //! The PostgreSQL store (feature `postgres`): shared, durable, and transactional.
 //!
 //! [`PostgresStore`] keeps one row per `(scope, key)` in a table it can create itself
-//! ([`PostgresStore::migrate`]). Every decision is one SQL statement, deadlines are computed on
-//! the server's clock (`statement_timestamp()`), and queries are built at run time (sqlx
-//! `query`, never `query!`), so building a program that uses this store needs no database.
+//! ([`PostgresStore::migrate`]). Queries are built at run time (sqlx `query`, never `query!`),
+//! so building a program that uses this store needs no database.
 //!
 //! ```no_run
 //! use idempotent_core::{Error, PostgresStore, idempotent};
@@ -22,124 +21,67 @@
 //! # }
 //! ```
 //!
+//! # Guarantees
+//!
+//! - Every claim is decided by one SQL statement, an upsert that locks the record's row,
+//!   never check-then-act: two processes cannot both acquire a key, nor both take over a
+//!   lapsed claim. `complete`, `release` and `extend` are one compare-and-set `UPDATE` on the
+//!   lease's owner and epoch; no row updated is [`Error::LeaseLost`]. A fresh call costs two
+//!   statements (claim, complete) and a replay one, which writes nothing.
+//! - Deadlines are computed on the server's clock (`statement_timestamp()`), not the
+//!   callers'. A new epoch is at least that clock in microseconds, so a key's epochs never
+//!   repeat, even after its row was purged.
+//! - A row that cannot be read is an error, never "absent". The claim checks the row before it
+//!   decides anything: a negative epoch (or one at `bigint`'s maximum, after which no epoch
+//!   exists), an unknown `state`, a fingerprint that is not 32 bytes, an owner that is not 16,
+//!   an in-progress row without owner or lease deadline, a completed row without payload.
+//!   Such a row makes every claim fail with [`Error::Decode`], and the claim never writes over
+//!   it, not even past its ttl: taking it for absent would run the body a second time, and a
+//!   takeover would compute the new epoch from a corrupt one. Repair or delete the row;
+//!   [`purge_expired`](IdempotencyStore::purge_expired) deletes it like any other once its
+//!   ttl has passed.
+//! - Every operation is bounded in time ([Timeouts](#timeouts)): a server that stops
+//!   answering is an [`Error::Store`], and the call fails closed.
+//!
 //! # Schema (a persisted format)
 //!
-//! The table (default `idempotency_records`, see [`PostgresStoreBuilder::table`]):
+//! [`PostgresStore::migrate`] creates the table and its index if they are missing, where
+//! `{table}` is the table's quoted name (`"idempotency_records"` unless
+//! [`PostgresStoreBuilder::table`] says otherwise; `"billing"."idempotency"` for
+//! `billing.idempotency`) and `{index}` the index's, in the table's schema (the table name
+//! followed by `_expires_at_idx`, shortened with a digest of the name where PostgreSQL's
+//! 63-byte limit would cut it):
 //!
 //! ```sql
-//! CREATE TABLE IF NOT EXISTS "idempotency_records" (
-//!     scope       bytea       NOT NULL,  -- the scope's UTF-8 bytes
-//!     key         bytea       NOT NULL,  -- the key's UTF-8 bytes
-//!     state       text        NOT NULL,  -- 'in_progress' | 'completed' | 'released'
-//!     owner       bytea,                 -- the last claimant (OwnerId: 16 bytes, big-endian)
-//!     epoch       bigint      NOT NULL,  -- fencing token: above the previous one, >= clock in µs
-//!     fingerprint bytea       NOT NULL,  -- the 32-byte request fingerprint
-//!     lease_until timestamptz,           -- in_progress only: the claim holds until then
-//!     expires_at  timestamptz NOT NULL,  -- past it, the row is as good as absent
-//!     payload     bytea,                 -- completed only: the stored result
-//!     PRIMARY KEY (scope, key)
-//! );
-//! CREATE INDEX IF NOT EXISTS "idempotency_records_expires_at_idx"
-//!     ON "idempotency_records" (expires_at);
+#![doc = include_str!("schema.sql")]
 //! ```
 //!
 //! Scope and key are `bytea` rather than `text` because keys may hold any string, including
 //! NUL, which PostgreSQL `text` rejects (`convert_from(key, 'UTF8')` shows them in `psql`).
 //! Both sit in the primary key, whose entries PostgreSQL caps at about 2.7 KB, so a claim whose
 //! scope and key together exceed 2,048 bytes fails with [`Error::InvalidInput`]. The payload is
-//! opaque to the store; the engine writes format byte `0x01` (success) or `0x02` (cached error)
-//! followed by JSON. A released row is a tombstone that keeps the epoch counting until it
-//! expires.
+//! opaque to the store; calls write it in the [`payload`](crate::payload) format. A released
+//! row is a tombstone that keeps the epoch counting until it expires; expired rows are deleted
+//! by [`purge_expired`](IdempotencyStore::purge_expired), 1,000 per statement.
 //!
-//! [`PostgresStore::migrate`] creates this table if it does not exist, and refuses one that
-//! exists with another shape (a column missing, of another type or nullability, an extra
-//! `NOT NULL` column without a default, no unique key on `(scope, key)`) with
-//! [`Error::InvalidInput`] naming each difference. Extra columns the store never has to write
-//! (nullable, or with a default) are fine.
+//! [`PostgresStore::migrate`] refuses a table that exists with another shape (a column
+//! missing, of another type or nullability, an extra `NOT NULL` column without a default, no
+//! unique key on `(scope, key)`) with [`Error::InvalidInput`] naming each difference. Extra
+//! columns the store never has to write (nullable, or with a default) are fine. To create the
+//! table with your own migrations, use the schema above.
 //!
-//! # Unreadable rows
+//! # Configuration
 //!
-//! The claim validates the row before it decides anything: a negative epoch (or one at
-//! `bigint`'s maximum, after which no epoch exists), an unknown `state`, a fingerprint that is
-//! not 32 bytes, an owner that is not 16, an in-progress row without owner or lease deadline,
-//! a completed row without payload. Such a row makes every claim fail with [`Error::Decode`],
-//! and the claim never writes over it, not even past its ttl: it is never taken for absent,
-//! which would run the body a second time, and a takeover would compute the new epoch from a
-//! corrupt one. Repair or delete the row; [`purge_expired`](IdempotencyStore::purge_expired)
-//! deletes it like any other once its ttl has passed.
+//! [`PostgresStoreBuilder`] sets the table ([`table`](PostgresStoreBuilder::table), default
+//! `idempotency_records`, optionally `schema.table`), the bound on every operation
+//! ([`timeout`](PostgresStoreBuilder::timeout), default 5 s) and on a claim's wait for a row
+//! lock ([`lock_timeout`](PostgresStoreBuilder::lock_timeout), default 100 ms), and for a pool
+//! it opens itself ([`connect`](PostgresStoreBuilder::connect)) the pool's size
+//! ([`max_connections`](PostgresStoreBuilder::max_connections), default 16) and its wait for
+//! a connection ([`acquire_timeout`](PostgresStoreBuilder::acquire_timeout), default 5 s).
+//! [`build`](PostgresStoreBuilder::build) takes a pool of yours as it is.
 //!
-//! # The claim: one statement
-//!
-//! ```sql
-//! WITH cur AS (                          -- the row as this statement's snapshot sees it
-//!     SELECT epoch, state, fingerprint = $3, payload, lease_until,
-//!            <takeable(c)> AS takeable, <why c is unreadable, or NULL> AS unreadable
-//!     FROM t AS c WHERE scope = $1 AND key = $2
-//! ), up AS (
-//!     INSERT INTO t AS r (...)
-//!     SELECT $1, $2, 'in_progress', $4, clock_us, $3, now + $5, now + $6, NULL
-//!     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.unreadable IS NOT NULL OR NOT cur.takeable)
-//!       AND set_config('lock_timeout', '<lock timeout>', true) IS NOT NULL
-//!     ON CONFLICT (scope, key) DO UPDATE SET
-//!         epoch = CASE WHEN <r is $4's own live claim> THEN r.epoch
-//!                      ELSE GREATEST(r.epoch + 1, clock_us) END,
-//!         state = 'in_progress', owner = excluded.owner, ...
-//!     WHERE <readable(r)> AND <takeable(r)>
-//!     RETURNING r.epoch
-//! )
-//! SELECT (SELECT epoch FROM up),         -- not NULL: acquired, with this epoch
-//!        cur.epoch, cur.state, ...,      -- otherwise: what the snapshot holds
-//!        cur.lease_until - now, cur.takeable, cur.expires_at - now, cur.unreadable
-//! FROM (SELECT) AS one LEFT JOIN cur ON true
-//! ```
-//!
-//! where `readable(x)` holds the checks listed above, `takeable(x)` is: past its ttl, or
-//! released, or in progress and either claimed by `$4` (a retried claim) or with its lease
-//! expired; `now` is `statement_timestamp()`, `clock_us` the same instant in microseconds
-//! since the Unix epoch (so a new epoch stays above every earlier epoch of the key, even once
-//! its row was purged), `$5` and `$6` the lease and the ttl as intervals.
-//!
-//! Why it is shaped like this:
-//! - `INSERT ... ON CONFLICT DO UPDATE ... WHERE` decides atomically: the conflicting row is
-//!   locked and the `WHERE` is evaluated on its latest committed version, even one committed
-//!   after the statement's snapshot. Two claimers cannot both take a key over. The `CASE`
-//!   renews the owner's own live claim (a retried claim) without bumping the epoch; a
-//!   takeover bumps it.
-//! - The common answers for an existing record (replay a completed result, report a live
-//!   claim in flight, report a mismatch) are read from `cur` and skip the insert
-//!   (`WHERE NOT EXISTS`): one round trip that locks no row and writes nothing, so a replay
-//!   commits without flushing anything. A completed row cannot change until it expires, so
-//!   reading it from the snapshot is exact; an in-flight answer was true at the snapshot,
-//!   which is within the call.
-//! - When `cur` is stale (the row was inserted, completed or released after the snapshot and
-//!   the upsert found a row it may not take over), the statement returns no epoch and either
-//!   no snapshot row or one marked takeable: the claim runs again with a fresh snapshot, at
-//!   most five times. A serialization failure or deadlock (possible only when the server's
-//!   default isolation is stricter than `READ COMMITTED`) is retried the same way.
-//! - Readability is checked on the row the upsert locked, its latest version, before the
-//!   `SET` computes anything from it: the epoch formula would otherwise turn a negative epoch
-//!   into a plausible one. On the snapshot, `unreadable` alone decides (the checks run once
-//!   per replay).
-//! - `set_config(..., true)` sets `lock_timeout` for the statement's own transaction (a claim
-//!   runs in autocommit) before the upsert reaches the row, and PostgreSQL reads it when a
-//!   lock wait begins; see [Timeouts](#timeouts).
-//! - The price of one statement: even when it inserts nothing, PostgreSQL sets up the insert
-//!   (its `ON CONFLICT` projection and quals) on every execution, so a replay costs the
-//!   server about 1.4 times a plain primary-key `SELECT`.
-//!
-//! `complete`, `release` and `extend` are one compare-and-set `UPDATE ... WHERE scope = $1 AND
-//! key = $2 AND state = 'in_progress' AND owner = $3 AND epoch = $4`; no row updated is
-//! [`Error::LeaseLost`]. A fresh call therefore costs two statements (claim, complete) and a
-//! replay one.
-//!
-//! # Transactional mode
-//!
-//! When the body's effects are writes to the same database, [`PostgresStore::transactional`]
-//! (or [`PostgresStore::complete_in`] for a hand-rolled flow) records the result in the same
-//! transaction as those writes: they commit together or not at all. See [`TransactionalCall`]
-//! for exactly what that guarantees.
-//!
-//! # Timeouts
+//! ## Timeouts
 //!
 //! Every operation is bounded by [`PostgresStoreBuilder::timeout`] (default 5 s), counted from
 //! its start, waiting for a pool connection included: a claim (with its retries), a
@@ -148,13 +90,13 @@
 //! [`migrate`](PostgresStore::migrate), and the `BEGIN`, `COMMIT` and `ROLLBACK` of
 //! transactional mode. A server that stops answering (a network partition, a stopped process)
 //! makes the operation fail with [`Error::Store`] whose source is an
-//! [`io::ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut) error, and the call fails closed. The connection is then closed
-//! rather than returned to the pool, whose next connection is a fresh one. A claim or
-//! completion that timed out may still have been applied by the server: a completion is
-//! harmless to repeat; a claim that was granted is held until its lease expires. The default
-//! is far above a healthy round trip, even on a loaded server, and short enough that a call
-//! fails well within the default 30 s lease, while a heartbeat (every third of the lease)
-//! that timed out still leaves the next one time to land.
+//! [`io::ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut) error, and the call fails closed.
+//! The connection is then closed rather than returned to the pool, whose next connection is a
+//! fresh one. A claim or completion that timed out may still have been applied by the server:
+//! a completion is harmless to repeat; a claim that was granted is held until its lease
+//! expires. The default is far above a healthy round trip, even on a loaded server, and short
+//! enough that a call fails well within the default 30 s lease, while a heartbeat (every
+//! third of the lease) that timed out still leaves the next one time to land.
 //!
 //! A claim also bounds its wait for the record's row lock, held when another transaction is
 //! changing the record (a transactional-mode completion not yet committed, a takeover, a
@@ -165,7 +107,7 @@
 //! rejected, as for any in-flight duplicate; the connection is free again at once. Keep it
 //! well below the timeout, or the timeout ends the claim first, as an [`Error::Store`].
 //!
-//! # Connections
+//! ## Connections
 //!
 //! [`PostgresStore::connect`] builds a pool of 16 connections that are not pinged before each
 //! use (sqlx's `test_before_acquire` is off), so a replay costs one round trip rather than two.
@@ -176,6 +118,13 @@
 //! [`PostgresStore::from_pool`] or [`PostgresStoreBuilder::build`] to choose otherwise. sqlx
 //! is re-exported ([`sqlx`]) so that the pool and transaction types you pass in match the
 //! version the store is built with.
+//!
+//! # Transactional mode
+//!
+//! When the body's effects are writes to the same database, [`PostgresStore::transactional`]
+//! (or [`PostgresStore::complete_in`] for a hand-rolled flow) records the result in the same
+//! transaction as those writes: they commit together or not at all. See [`TransactionalCall`]
+//! for exactly what that guarantees.
 
 mod builder;
 mod connection;

@@ -40,13 +40,14 @@ impl PostgresStore {
     ///
     /// A hand-rolled flow has no heartbeat: the lease must outlast the work, or the caller
     /// [`extend`](IdempotencyStore::extend)s it (on the pool, not in the transaction). For
-    /// [`Call`] and [`TransactionalCall`] to replay the record, `payload` must be in the
-    /// engine's format: byte `0x01`, then the value as JSON.
+    /// [`Call`] and [`TransactionalCall`] to replay the record, encode the value with
+    /// [`payload::encode_ok`](crate::payload::encode_ok).
     ///
     /// ```no_run
     /// use std::time::Duration;
     /// use idempotent_core::{IdempotencyStore, PostgresStore};
     /// use idempotent_core::key::Fingerprint;
+    /// use idempotent_core::payload::encode_ok;
     /// use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
     ///
     /// # async fn run(store: PostgresStore) -> Result<(), Box<dyn std::error::Error>> {
@@ -61,7 +62,8 @@ impl PostgresStore {
     /// if let Claim::Acquired(lease) = store.claim(&request).await? {
     ///     let mut tx = store.pool().begin().await?;
     ///     // ... the work, written through `&mut *tx` ...
-    ///     match store.complete_in(&mut tx, &lease, "\x01\"shipped\"".into(), request.ttl).await {
+    ///     let payload = encode_ok("shipped")?;
+    ///     match store.complete_in(&mut tx, &lease, payload, request.ttl).await {
     ///         Ok(()) => tx.commit().await?,
     ///         Err(error) => {
     ///             tx.rollback().await?;
