@@ -95,6 +95,14 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// Records the result with `recorder` instead of the store's `complete` (transactional
+    /// mode records it in the body's transaction).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn recorder(mut self, recorder: &'a dyn Recorder) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
     /// Runs `hook` after every heartbeat that renewed the claim while the body runs.
     pub fn on_heartbeat(mut self, hook: &'a dyn HeartbeatHook) -> Self {
         self.hook = Some(hook);

@@ -17,7 +17,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod options;
 pub(crate) mod outcome;
 pub(crate) mod record;
-mod trace;
+pub(crate) mod trace;
 
 pub use call::Call;
 pub use heartbeat::HeartbeatHook;

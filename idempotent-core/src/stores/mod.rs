@@ -9,7 +9,7 @@ pub mod redis;
 mod redis_connection;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod table_name;
 #[cfg(feature = "tiered")]
 pub mod tiered;

@@ -7,7 +7,8 @@
 
 use crate::error::Error;
 
-const MAX_IDENTIFIER_LEN: usize = 63;
+/// PostgreSQL's longest identifier, in bytes.
+pub(crate) const MAX_IDENTIFIER_LEN: usize = 63;
 
 /// A validated table name, optionally qualified by a schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
