@@ -32,25 +32,32 @@ impl ser::Error for Lossy {
 
 /// `Ok` if every `Some` in `value` holds something JSON writes as other than `null`.
 pub(crate) fn check<T: Serialize + ?Sized>(value: &T) -> Result<(), Lossy> {
-    value.serialize(Walk)
+    value.serialize(Probe).map(|_| ())
 }
 
-/// Walks a whole value, checking each `Some` it meets.
-struct Walk;
+/// Walks a whole value the way `serde_json` writes it. Each step answers whether what it
+/// walked is written as `null` (`Ok(true)`), which is what a `Some` needs to know of its
+/// content, and refuses a `Some` whose content is.
+struct Probe;
 
-/// Answers whether a value is written as JSON `null`, looking no deeper than that needs.
-struct IsNull;
+fn refused() -> Lossy {
+    Lossy(
+        "a `Some` whose value is written as JSON `null` (such as `Some(())`, `Some(None)` or \
+         `Some(f64::NAN)`) would be replayed as `None`"
+            .to_owned(),
+    )
+}
 
-macro_rules! leaves {
-    ($ok:expr; $($method:ident($ty:ty)),* $(,)?) => {
-        $(fn $method(self, _: $ty) -> Result<Self::Ok, Self::Error> {
-            Ok($ok)
+macro_rules! written_as {
+    ($null:expr; $($method:ident($ty:ty)),* $(,)?) => {
+        $(fn $method(self, _: $ty) -> Result<bool, Lossy> {
+            Ok($null)
         })*
     };
 }
 
-impl ser::Serializer for Walk {
-    type Ok = ();
+impl ser::Serializer for Probe {
+    type Ok = bool;
     type Error = Lossy;
     type SerializeSeq = Self;
     type SerializeTuple = Self;
@@ -60,177 +67,11 @@ impl ser::Serializer for Walk {
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
-    leaves!((); serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32),
-        serialize_i64(i64), serialize_i128(i128), serialize_u8(u8), serialize_u16(u16),
-        serialize_u32(u32), serialize_u64(u64), serialize_u128(u128), serialize_f32(f32),
-        serialize_f64(f64), serialize_char(char), serialize_str(&str), serialize_bytes(&[u8]),
-        serialize_unit_struct(&'static str));
-
-    fn serialize_none(self) -> Result<(), Lossy> {
-        Ok(())
-    }
-
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Lossy> {
-        if value.serialize(IsNull)? {
-            return Err(Lossy(
-                "a `Some` whose value is written as JSON `null` (such as `Some(())`, \
-                 `Some(None)` or `Some(f64::NAN)`) would be replayed as `None`"
-                    .to_owned(),
-            ));
-        }
-        value.serialize(Walk)
-    }
-
-    fn serialize_unit(self) -> Result<(), Lossy> {
-        Ok(())
-    }
-
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Lossy> {
-        Ok(())
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Lossy> {
-        value.serialize(Walk)
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Lossy> {
-        value.serialize(Walk)
-    }
-
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self, Lossy> {
-        Ok(Walk)
-    }
-
-    fn serialize_tuple(self, _: usize) -> Result<Self, Lossy> {
-        Ok(Walk)
-    }
-
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, Lossy> {
-        Ok(Walk)
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self, Lossy> {
-        Ok(Walk)
-    }
-
-    fn serialize_map(self, _: Option<usize>) -> Result<Self, Lossy> {
-        Ok(Walk)
-    }
-
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Lossy> {
-        Ok(Walk)
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self, Lossy> {
-        Ok(Walk)
-    }
-}
-
-/// The compound parts of [`Walk`]: every element, key and field is walked too.
-macro_rules! walk_elements {
-    ($($trait:ident :: $method:ident),* $(,)?) => {
-        $(impl ser::$trait for Walk {
-            type Ok = ();
-            type Error = Lossy;
-            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Lossy> {
-                value.serialize(Walk)
-            }
-            fn end(self) -> Result<(), Lossy> {
-                Ok(())
-            }
-        })*
-    };
-}
-
-walk_elements!(
-    SerializeSeq::serialize_element,
-    SerializeTuple::serialize_element,
-    SerializeTupleStruct::serialize_field,
-    SerializeTupleVariant::serialize_field,
-);
-
-impl ser::SerializeMap for Walk {
-    type Ok = ();
-    type Error = Lossy;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Lossy> {
-        key.serialize(Walk)
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Lossy> {
-        value.serialize(Walk)
-    }
-    fn end(self) -> Result<(), Lossy> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Walk {
-    type Ok = ();
-    type Error = Lossy;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Lossy> {
-        value.serialize(Walk)
-    }
-    fn end(self) -> Result<(), Lossy> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Walk {
-    type Ok = ();
-    type Error = Lossy;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Lossy> {
-        value.serialize(Walk)
-    }
-    fn end(self) -> Result<(), Lossy> {
-        Ok(())
-    }
-}
-
-impl ser::Serializer for IsNull {
-    type Ok = bool;
-    type Error = Lossy;
-    // Compounds are written as `[...]` or `{...}`, never `null`: their parts are not looked at.
-    type SerializeSeq = NotNull;
-    type SerializeTuple = NotNull;
-    type SerializeTupleStruct = NotNull;
-    type SerializeTupleVariant = NotNull;
-    type SerializeMap = NotNull;
-    type SerializeStruct = NotNull;
-    type SerializeStructVariant = NotNull;
-
-    leaves!(false; serialize_bool(bool), serialize_i8(i8), serialize_i16(i16),
+    written_as!(false; serialize_bool(bool), serialize_i8(i8), serialize_i16(i16),
         serialize_i32(i32), serialize_i64(i64), serialize_i128(i128), serialize_u8(u8),
         serialize_u16(u16), serialize_u32(u32), serialize_u64(u64), serialize_u128(u128),
         serialize_char(char), serialize_str(&str), serialize_bytes(&[u8]));
+    written_as!(true; serialize_unit_struct(&'static str));
 
     // serde_json writes NaN and the infinities as `null`.
     fn serialize_f32(self, value: f32) -> Result<bool, Lossy> {
@@ -246,14 +87,13 @@ impl ser::Serializer for IsNull {
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<bool, Lossy> {
-        value.serialize(IsNull)
+        if value.serialize(Probe)? {
+            return Err(refused());
+        }
+        Ok(false)
     }
 
     fn serialize_unit(self) -> Result<bool, Lossy> {
-        Ok(true)
-    }
-
-    fn serialize_unit_struct(self, _: &'static str) -> Result<bool, Lossy> {
         Ok(true)
     }
 
@@ -271,7 +111,7 @@ impl ser::Serializer for IsNull {
         _: &'static str,
         value: &T,
     ) -> Result<bool, Lossy> {
-        value.serialize(IsNull)
+        value.serialize(Probe)
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -279,21 +119,22 @@ impl ser::Serializer for IsNull {
         _: &'static str,
         _: u32,
         _: &'static str,
-        _: &T,
+        value: &T,
     ) -> Result<bool, Lossy> {
-        Ok(false)
+        // `{"Variant": value}`: not null, but its content is walked.
+        value.serialize(Probe).map(|_| false)
     }
 
-    fn serialize_seq(self, _: Option<usize>) -> Result<NotNull, Lossy> {
-        Ok(NotNull)
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self, Lossy> {
+        Ok(Probe)
     }
 
-    fn serialize_tuple(self, _: usize) -> Result<NotNull, Lossy> {
-        Ok(NotNull)
+    fn serialize_tuple(self, _: usize) -> Result<Self, Lossy> {
+        Ok(Probe)
     }
 
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<NotNull, Lossy> {
-        Ok(NotNull)
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, Lossy> {
+        Ok(Probe)
     }
 
     fn serialize_tuple_variant(
@@ -302,16 +143,16 @@ impl ser::Serializer for IsNull {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<NotNull, Lossy> {
-        Ok(NotNull)
+    ) -> Result<Self, Lossy> {
+        Ok(Probe)
     }
 
-    fn serialize_map(self, _: Option<usize>) -> Result<NotNull, Lossy> {
-        Ok(NotNull)
+    fn serialize_map(self, _: Option<usize>) -> Result<Self, Lossy> {
+        Ok(Probe)
     }
 
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<NotNull, Lossy> {
-        Ok(NotNull)
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Lossy> {
+        Ok(Probe)
     }
 
     fn serialize_struct_variant(
@@ -320,21 +161,20 @@ impl ser::Serializer for IsNull {
         _: u32,
         _: &'static str,
         _: usize,
-    ) -> Result<NotNull, Lossy> {
-        Ok(NotNull)
+    ) -> Result<Self, Lossy> {
+        Ok(Probe)
     }
 }
 
-/// A compound seen by [`IsNull`]: its parts are skipped, and it is not `null`.
-struct NotNull;
-
-macro_rules! not_null_compounds {
+/// The parts of a compound: each is walked; the compound itself (`[...]`, `{...}`) is never
+/// `null`.
+macro_rules! compound {
     ($($trait:ident { $($method:ident($($arg:ty),*)),* }),* $(,)?) => {
-        $(impl ser::$trait for NotNull {
+        $(impl ser::$trait for Probe {
             type Ok = bool;
             type Error = Lossy;
-            $(fn $method<T: Serialize + ?Sized>(&mut self, $(_: $arg,)* _: &T) -> Result<(), Lossy> {
-                Ok(())
+            $(fn $method<T: Serialize + ?Sized>(&mut self, $(_: $arg,)* value: &T) -> Result<(), Lossy> {
+                value.serialize(Probe).map(|_| ())
             })*
             fn end(self) -> Result<bool, Lossy> {
                 Ok(false)
@@ -343,7 +183,7 @@ macro_rules! not_null_compounds {
     };
 }
 
-not_null_compounds!(
+compound!(
     SerializeSeq { serialize_element() },
     SerializeTuple { serialize_element() },
     SerializeTupleStruct { serialize_field() },

@@ -60,3 +60,28 @@ where
         }
     });
 }
+
+/// The background methods of a store whose handle is cheap to clone: `release_in_background`
+/// by [`spawn_release`], `abandon_claim_in_background` by [`spawn_abandon`]. Expands to the
+/// two methods, inside an `impl IdempotencyStore`.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+macro_rules! spawned_background_work {
+    () => {
+        /// Spawns the release on the current tokio runtime ([`spawn_release`]); with no runtime
+        /// it does nothing and the claim expires with its lease.
+        ///
+        /// [`spawn_release`]: crate::store::spawn_release
+        fn release_in_background(&self, lease: $crate::store::Lease) {
+            $crate::store::spawn_release(self.clone(), lease);
+        }
+
+        /// Gives the claim up on the current tokio runtime ([`spawn_abandon`]).
+        ///
+        /// [`spawn_abandon`]: crate::store::spawn_abandon
+        fn abandon_claim_in_background(&self, request: &$crate::store::ClaimRequest<'_>) {
+            $crate::store::spawn_abandon(self.clone(), request);
+        }
+    };
+}
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) use spawned_background_work;

@@ -24,6 +24,8 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) use background::spawned_background_work;
 pub use background::{spawn_abandon, spawn_release};
 pub use epoch::{next_epoch, system_clock_micros};
 pub use owner::OwnerId;

@@ -409,13 +409,7 @@ impl IdempotencyStore for PostgresStore {
         .await
     }
 
-    fn release_in_background(&self, lease: Lease) {
-        crate::store::spawn_release(self.clone(), lease);
-    }
-
-    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
-        crate::store::spawn_abandon(self.clone(), request);
-    }
+    crate::store::spawned_background_work!();
 
     fn backend_name(&self) -> &'static str {
         "postgres"

@@ -324,18 +324,7 @@ impl IdempotencyStore for RedisStore {
         self.compare_and_set(lease, &record_key, &invocation).await
     }
 
-    /// Spawns the release on the current tokio runtime (sharing this store's connection); with
-    /// no runtime it does nothing and the claim expires with its lease.
-    fn release_in_background(&self, lease: Lease) {
-        crate::store::spawn_release(self.clone(), lease);
-    }
-
-    /// Gives up a claim whose answer never arrived, on the current tokio runtime (see
-    /// [`spawn_abandon`](crate::store::spawn_abandon)). The connection is one multiplexed
-    /// stream, so the second claim reaches Redis after the lost one.
-    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
-        crate::store::spawn_abandon(self.clone(), request);
-    }
+    crate::store::spawned_background_work!();
 
     /// Redis deletes records by itself (`PEXPIREAT`, at the end of the ttl plus the
     /// [retention](RedisStoreBuilder::expired_retention)), so calling this is never required.
