@@ -336,3 +336,63 @@ async fn epochs_keep_growing_after_the_automatic_sweep_removed_the_record() {
         first.epoch()
     );
 }
+
+/// Expired records are swept as a shard grows, not on every insert: `len()` counts them until
+/// then. A shard sweeps when it reaches 1,024 records, then when it doubles past its size
+/// after the last sweep.
+#[tokio::test(start_paused = true)]
+async fn expired_records_are_swept_when_a_shard_doubles_not_on_every_insert() {
+    let store = MemoryStore::builder().shards(1).build();
+    assert!(store.is_empty());
+    let claim = |key: String, ttl: Duration| {
+        let store = store.clone();
+        async move {
+            let request = ClaimRequest {
+                scope: "sweep",
+                key: &key,
+                fingerprint: Fingerprint::NONE,
+                owner: OwnerId::new(),
+                lease: Duration::from_secs(1),
+                ttl,
+            };
+            assert!(matches!(
+                store.claim(&request).await.unwrap(),
+                Claim::Acquired(_)
+            ));
+        }
+    };
+    claim("short".to_owned(), Duration::from_secs(1)).await;
+    assert!(!store.is_empty());
+    advance(Duration::from_secs(2)).await;
+    // Below the first threshold nothing is swept: the expired record still counts.
+    claim("live-0".to_owned(), TTL).await;
+    assert_eq!(store.len(), 2, "an expired record is kept until a sweep");
+    for i in 1..1023 {
+        claim(format!("live-{i}"), TTL).await;
+    }
+    // The 1,024th record triggers the sweep, which removes the expired one.
+    assert_eq!(store.len(), 1023);
+
+    // The next sweep comes at twice the size after that one: 2,046 records.
+    claim("short-2".to_owned(), Duration::from_secs(1)).await;
+    advance(Duration::from_secs(2)).await;
+    for i in 1023..2044 {
+        claim(format!("live-{i}"), TTL).await;
+    }
+    assert_eq!(store.len(), 2045, "not swept before the shard doubled");
+    claim("live-2044".to_owned(), TTL).await;
+    assert_eq!(
+        store.len(),
+        2045,
+        "swept when it doubled: the expired record is gone"
+    );
+}
+
+#[test]
+fn debug_shows_size_and_configuration() {
+    let store = MemoryStore::builder().capacity(10).shards(3).build();
+    assert_eq!(
+        format!("{store:?}"),
+        "MemoryStore { len: 0, capacity: 10, shards: 4 }"
+    );
+}

@@ -38,6 +38,7 @@ struct Faulty {
     fault: Fault,
     completes: AtomicUsize,
     extends: AtomicUsize,
+    releases: AtomicUsize,
     claim_applied: Notify,
 }
 
@@ -48,6 +49,7 @@ impl Faulty {
             fault,
             completes: AtomicUsize::new(0),
             extends: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
             claim_applied: Notify::new(),
         })
     }
@@ -82,6 +84,7 @@ impl IdempotencyStore for Faulty {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), Error> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
         self.inner.release(lease).await
     }
 
@@ -91,6 +94,7 @@ impl IdempotencyStore for Faulty {
     }
 
     fn release_in_background(&self, lease: Lease) {
+        self.releases.fetch_add(1, Ordering::SeqCst);
         self.inner.release_in_background(lease);
     }
 
@@ -303,4 +307,41 @@ async fn heartbeat_extends_the_lease_every_third_of_it() {
         .unwrap();
     // A beat at 1 s, 2 s, ... 10 s: ten extensions over a 10.5 s body.
     assert_eq!(store.extends.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn a_recorded_call_releases_nothing_and_a_released_one_releases_once() {
+    let store = Faulty::new(Fault::None);
+    Call::new(&*store, SCOPE, "recorded")
+        .options(long_lease())
+        .run(async { Ok::<_, Error>(1u8) })
+        .await
+        .unwrap();
+    assert_eq!(store.releases.load(Ordering::SeqCst), 0);
+    let failed = Call::new(&*store, SCOPE, "failed")
+        .options(long_lease())
+        .run(async {
+            Err::<u8, _>(Error::InvalidInput {
+                reason: "no".into(),
+            })
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        store.releases.load(Ordering::SeqCst),
+        1,
+        "released by the call, once"
+    );
+}
+
+#[test]
+fn call_debug_names_the_scope_and_options_but_not_the_store() {
+    let store = MemoryStore::new();
+    let call = Call::new(&store, SCOPE, "k");
+    let debug = format!("{call:?}");
+    assert!(
+        debug.starts_with("Call { scope: \"engine.faults\", key: \"k\""),
+        "{debug}"
+    );
+    assert!(debug.contains("options: CallOptions"), "{debug}");
 }
