@@ -40,7 +40,7 @@
 //! - [`MemoryStore`] is the embedded default store; [`set_default_store`] replaces the process
 //!   default.
 //! - [`KeyPart`] marks the types a key can be built from; [`generate_idempotency_key`] derives
-//!   keys compatible with the Python services this project grew from.
+//!   keys compatible with a common Python key function, so Rust and Python services share keys.
 //!
 //! # Guarantees
 //!

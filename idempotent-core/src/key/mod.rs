@@ -6,7 +6,7 @@
 //! and `("a", "bc")` hash differently, and so do `Some(0)` and `0`.
 //!
 //! The encoding is a persisted format: keys written by one version of this crate must be found
-//! by the next. It is pinned by golden tests (`tests/tests/key_format.rs`); changing it needs a new
+//! by the next. It is pinned by golden tests; changing it needs a new
 //! domain tag (`idempotent-key/v2`), never an in-place edit.
 //!
 //! | value | encoding |

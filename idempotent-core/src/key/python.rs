@@ -1,6 +1,6 @@
-//! Keys compatible with the original Python implementation.
+//! Keys compatible with a common Python idempotency-key function.
 //!
-//! The Python seed derived idempotency keys from a SHA-256 digest of
+//! Python services often derive idempotency keys from a SHA-256 digest of
 //! `entity_id:action[:json.dumps(params, sort_keys=True)]`. This module
 //! reproduces that computation byte for byte, including Python's JSON
 //! encoder output (separators, key order, `ensure_ascii` escaping and float
@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
-/// Generates the idempotency key the Python seed produced for the same inputs.
+/// Generates the idempotency key the Python function below produces for the same inputs.
 ///
 /// This is a byte-for-byte port of:
 ///
