@@ -172,10 +172,11 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `store = <expr>`
 ///
-/// The [`IdempotencyStore`] to use, evaluated on every call: a `&MemoryStore` parameter
+/// The [`IdempotencyStore`] to use, evaluated once on every call: a `&MemoryStore` parameter
 /// (`store = store`, and that parameter is not fingerprinted), a field (`store = self.store`),
-/// an `Arc<dyn IdempotencyStore>`. Without it, the process default ([`set_default_store`], else
-/// a process-wide [`MemoryStore`]).
+/// an `Arc<dyn IdempotencyStore>`. A store, a reference to one and an `Arc` or `Box` of one
+/// are all stores; reach into any other smart pointer with `store = &*self.store`. Without
+/// it, the process default ([`set_default_store`], else a process-wide [`MemoryStore`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -288,6 +289,9 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// # Expands to roughly
 ///
+/// The names below are in `idempotent_core`'s hidden `__private` module; the real expansion
+/// spells every path out in full.
+///
 /// ```ignore
 /// // Without `namespace` only: a hidden constant whose type identifies this expansion.
 /// const __idempotent_without_namespace_charge_must_be_a_module_level_fn: Scope<ID> = Scope;
@@ -297,7 +301,12 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///     // where `charge` is the module-level item of its name.
 ///     module_level::<ID, _>(self::__idempotent_without_namespace_charge_must_be_a_module_level_fn);
 ///     const OPTIONS: CallOptions = CallOptions::new()
-///         .ttl(Duration::from_millis(86_400_000));
+///         .ttl(Duration::from_millis(86_400_000))
+///         .on_in_flight(OnInFlight::Wait)
+///         .on_store_error(OnStoreError::FailClosed);
+///     // The return type is a `Result` whose value is storable and whose error type takes an
+///     // `idempotent_core::Error` (checked here, so an error points at the return type).
+///     assert_output::<Result<String, Error>>();
 ///     let namespace = concat!(module_path!(), "::", "charge");
 ///     let key = IdempotencyKey::builder(namespace)
 ///         .part(&order_id)
@@ -306,12 +315,17 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///     // Every other argument, whole (also one the key reads a field of), then the type and
 ///     // const arguments of a generic function.
 ///     let fingerprint = Fingerprint::builder().field("amount_cents", &amount_cents).finish();
+///     // With `store = <expr>`: `let store: &dyn Store = &(<expr>);`, then `store.store()`.
 ///     let store = default_store();
-///     __private::run::<Result<String, Error>, _>(
-///         &*store, namespace, key, fingerprint, &OPTIONS,
-///         async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
+///     // The body runs inside the engine's future, awaited here; `cache_errors = true` calls
+///     // `run_caching_errors` instead.
+///     finish::<Result<String, Error>>(
+///         run::<Result<String, Error>, _>(
+///             call(&*store, namespace, &key, fingerprint, &OPTIONS),
+///             async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
+///         )
+///         .await,
 ///     )
-///     .await
 /// }
 /// ```
 ///

@@ -175,30 +175,28 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         })
     };
 
-    // The store expression is evaluated once per call, and borrowed for the whole call. Method
-    // syntax lets `AsStore` accept stores, references and `Arc`s alike; a type that is not a
-    // store is reported (as E0599) at the expression.
-    let store = match store {
+    // The store expression is evaluated once per call and borrowed for the whole call; like
+    // any `let`, this drops the expression's other temporaries (a lock guard) at once. A store,
+    // a reference to one and an `Arc` or `Box` of one are all stores; anything else is
+    // reported at the expression, with the message of `__private::Store`.
+    let (store_value, store) = match store {
         Some(expr) => {
             let (first, last) = edges(&expr);
             let generated = |at: Span| Span::call_site().located_at(at);
-            let value = quote_spanned!(generated(first)=> __idem_store_value);
-            let method = quote_spanned!(generated(last)=> __idempotent_as_store());
             // The borrow is shown at the expression (it lasts the whole call).
             let borrowed = quote_spanned!(generated(first)=> &);
             let grouped = quote_spanned!(generated(last)=> (#expr));
-            quote! {
-                let __idem_store_value = #borrowed #grouped;
-                let __idem_store: &dyn #here::IdempotencyStore = {
-                    use #here::AsStore as _;
-                    #value.#method
-                };
-            }
+            (
+                quote! {
+                    let __idem_store_value: &dyn #here::Store = #borrowed #grouped;
+                },
+                quote!(#here::Store::store(__idem_store_value)),
+            )
         }
-        None => quote! {
-            let __idem_store_value = #here::default_store();
-            let __idem_store: &dyn #here::IdempotencyStore = &*__idem_store_value;
-        },
+        None => (
+            quote!(let __idem_store_value = #here::default_store();),
+            quote!(&*__idem_store_value),
+        ),
     };
 
     let on_store_error = if fail_open {
@@ -212,7 +210,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     };
 
     // The return type's bounds are asserted first, with the messages of `__private`'s marker
-    // traits. The runner's call and its `.await` need the same bounds again; the compiler
+    // traits. The runner's call, its `.await` and `finish` need the same bounds again; the compiler
     // reports an unmet bound once per span, and `.await` has the span of its one keyword, so
     // everything that needs these bounds sits on one token of the return type: the name of
     // the type (`Result`, or an alias such as `Res`).
@@ -233,20 +231,19 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     } else {
         quote_spanned!(ret=> run)
     };
-    // The body becomes an async block, shown where the body is (borrow errors name it).
+    // The body becomes an async block, shown where the body is (borrow errors name it). It is
+    // awaited inside the engine's future, which is awaited in the function's own body: no
+    // other future wraps it.
     let body_async =
         quote_spanned!(Span::call_site().located_at(block.brace_token.span.join())=> async);
     let body = quote!(#body_async #block);
-    let args = quote! {
-        __idem_store,
-        #namespace,
-        __idem_key,
-        __idem_fingerprint,
-        &__IDEM_OPTIONS,
-        #body,
+    let call = quote! {
+        #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
     };
     let run = quote_spanned! {ret=>
-        #ret_path::#runner::<#return_type, _>(#args).await
+        #ret_path::finish::<#return_type>(
+            #ret_path::#runner::<#return_type, _>(#call, #body).await
+        )
     };
 
     // Only the durations the attribute sets; the others keep `CallOptions`' defaults.
@@ -270,7 +267,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
                 __idem_key_builder.finish()
             };
             let __idem_fingerprint = #fingerprint;
-            #store
+            #store_value
             #run
         }
     }
