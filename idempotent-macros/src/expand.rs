@@ -13,12 +13,37 @@
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
+use syn::ItemFn;
 use syn::ext::IdentExt;
-use syn::{Ident, ItemFn};
 
-use crate::attr::{Config, InFlight, Param};
+use crate::function::not_a_function;
+use crate::module_level::ModuleLevelCheck;
+use crate::options::Options;
+use crate::spans::{PartArg, edges, relocate, respan, return_type_token};
+use crate::validate::{Config, InFlight};
 
-pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
+/// The attribute: parse, validate, generate. On an error, the function is still emitted next
+/// to it, so call sites and IDEs see it and only the attribute's own error is reported.
+pub(crate) fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let mut output = not_a_function(item.clone()).to_compile_error();
+            output.extend(item);
+            return output;
+        }
+    };
+    match syn::parse2::<Options>(args).and_then(|options| Config::new(options, &function)) {
+        Ok(config) => expand(config, function),
+        Err(error) => {
+            let mut output = error.to_compile_error();
+            output.extend(function.into_token_stream());
+            output
+        }
+    }
+}
+
+fn expand(config: Config, function: ItemFn) -> TokenStream {
     let Config {
         krate,
         key,
@@ -60,7 +85,7 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         None => (None, None),
     };
 
-    let key_parts = key.iter().map(|part| match &part.param {
+    let key_parts = key.iter().map(|item| match &item.param {
         // A whole argument: a type that is not a `KeyPart` is reported at its declared type.
         Some(param) => {
             let part = PartArg::new(param);
@@ -70,7 +95,7 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         }
         // A field path: at the key string it was written in.
         None => {
-            let expr = &part.expr;
+            let expr = &item.expr;
             let (first, last) = edges(expr);
             let path = private(first);
             // The builder is ours: its name keeps the expansion's hygiene.
@@ -150,30 +175,28 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
         })
     };
 
-    // The store expression is evaluated once per call, and borrowed for the whole call. Method
-    // syntax lets `AsStore` accept stores, references and `Arc`s alike; a type that is not a
-    // store is reported (as E0599) at the expression.
-    let store = match store {
+    // The store expression is evaluated once per call and borrowed for the whole call; like
+    // any `let`, this drops the expression's other temporaries (a lock guard) at once. A store,
+    // a reference to one and an `Arc` or `Box` of one are all stores; anything else is
+    // reported at the expression, with the message of `__private::Store`.
+    let (store_value, store) = match store {
         Some(expr) => {
             let (first, last) = edges(&expr);
             let generated = |at: Span| Span::call_site().located_at(at);
-            let value = quote_spanned!(generated(first)=> __idem_store_value);
-            let method = quote_spanned!(generated(last)=> __idempotent_as_store());
             // The borrow is shown at the expression (it lasts the whole call).
             let borrowed = quote_spanned!(generated(first)=> &);
             let grouped = quote_spanned!(generated(last)=> (#expr));
-            quote! {
-                let __idem_store_value = #borrowed #grouped;
-                let __idem_store: &dyn #here::IdempotencyStore = {
-                    use #here::AsStore as _;
-                    #value.#method
-                };
-            }
+            (
+                quote! {
+                    let __idem_store_value: &dyn #here::Store = #borrowed #grouped;
+                },
+                quote!(#here::Store::store(__idem_store_value)),
+            )
         }
-        None => quote! {
-            let __idem_store_value = #here::default_store();
-            let __idem_store: &dyn #here::IdempotencyStore = &*__idem_store_value;
-        },
+        None => (
+            quote!(let __idem_store_value = #here::default_store();),
+            quote!(&*__idem_store_value),
+        ),
     };
 
     let on_store_error = if fail_open {
@@ -187,7 +210,7 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
     };
 
     // The return type's bounds are asserted first, with the messages of `__private`'s marker
-    // traits. The runner's call and its `.await` need the same bounds again; the compiler
+    // traits. The runner's call, its `.await` and `finish` need the same bounds again; the compiler
     // reports an unmet bound once per span, and `.await` has the span of its one keyword, so
     // everything that needs these bounds sits on one token of the return type: the name of
     // the type (`Result`, or an alias such as `Res`).
@@ -208,20 +231,19 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
     } else {
         quote_spanned!(ret=> run)
     };
-    // The body becomes an async block, shown where the body is (borrow errors name it).
+    // The body becomes an async block, shown where the body is (borrow errors name it). It is
+    // awaited inside the engine's future, which is awaited in the function's own body: no
+    // other future wraps it.
     let body_async =
         quote_spanned!(Span::call_site().located_at(block.brace_token.span.join())=> async);
     let body = quote!(#body_async #block);
-    let args = quote! {
-        __idem_store,
-        #namespace,
-        __idem_key,
-        __idem_fingerprint,
-        &__IDEM_OPTIONS,
-        #body,
+    let call = quote! {
+        #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
     };
     let run = quote_spanned! {ret=>
-        #ret_path::#runner::<#return_type, _>(#args).await
+        #ret_path::finish::<#return_type>(
+            #ret_path::#runner::<#return_type, _>(#call, #body).await
+        )
     };
 
     // Only the durations the attribute sets; the others keep `CallOptions`' defaults.
@@ -245,158 +267,10 @@ pub(crate) fn expand(config: Config, function: ItemFn) -> TokenStream {
                 __idem_key_builder.finish()
             };
             let __idem_fingerprint = #fingerprint;
-            #store
+            #store_value
             #run
         }
     }
-}
-
-/// The check that a function using the default namespace (module path and function name) is
-/// the module-level item of its name. A nested function (in a function body) or an associated
-/// function has the same default namespace as the module-level function of its name, and would
-/// share its records; the attribute cannot see what encloses the function, so the compiler
-/// checks it:
-///
-/// - next to the function, a hidden constant named after it, whose type carries a number that
-///   identifies this expansion: `const __idempotent_without_namespace_<name>_must_be_a_module_level_fn:
-///   Scope<ID>`;
-/// - in the body, `module_level::<ID, _>(self::<that constant>)`.
-///
-/// `self::` is the enclosing module. For a module-level function it finds this expansion's own
-/// constant. For a nested function it finds nothing (the constant is in the enclosing block: a
-/// resolution error whose text, the constant's name, says what is wrong) or the constant of the
-/// module-level function of the same name, whose number differs (the message of
-/// `__private::ModuleLevel`). In an `impl` the constant is an associated item that `self::`
-/// never finds, with the same two outcomes, so associated functions without `self` name their
-/// namespace like methods do.
-///
-/// The number is a hash of the function's tokens and of its name's span (the position in the
-/// source), so two same-named functions in one module get different numbers, even when a
-/// `macro_rules!` writes the same tokens twice; the same source always gives the same number,
-/// so builds stay reproducible. It is never persisted (only this expansion compares it with
-/// itself), so another compiler version may render tokens or spans differently without
-/// consequence. `core::any::type_name` of a local item would also tell nested functions apart,
-/// but its output is not stable across compiler versions, and a namespace is persisted.
-struct ModuleLevelCheck {
-    item: TokenStream,
-    check: TokenStream,
-}
-
-impl ModuleLevelCheck {
-    fn new(
-        attrs: &[syn::Attribute],
-        sig: &syn::Signature,
-        block: &syn::Block,
-        krate: &syn::Path,
-    ) -> Self {
-        let name = &sig.ident;
-        // The constant lives where the function's name lives (same hygiene, including in
-        // `macro_rules!` expansions) and errors about it point at the name.
-        let span = name.span();
-        let constant = Ident::new(
-            &format!(
-                "__idempotent_without_namespace_{}_must_be_a_module_level_fn",
-                name.unraw()
-            ),
-            span,
-        );
-        let id = fnv1a(&[
-            name.unraw().to_string().as_bytes(),
-            format!("{span:?}").as_bytes(),
-            sig.to_token_stream().to_string().as_bytes(),
-            block.to_token_stream().to_string().as_bytes(),
-        ]);
-        let id = proc_macro2::Literal::u64_suffixed(id);
-        let private = respan(quote!(#krate::__private), span);
-        // `#[cfg]` on the function applies to its constant too: two cfg-gated variants of one
-        // function must not define two constants.
-        let cfgs = attrs.iter().filter(|attr| attr.path().is_ident("cfg"));
-        let item = quote_spanned! {span=>
-            #(#cfgs)*
-            #[doc(hidden)]
-            #[allow(dead_code, non_upper_case_globals)]
-            const #constant: #private::Scope<#id> = #private::Scope;
-        };
-        let check = quote_spanned! {span=>
-            #private::module_level::<#id, _>(self::#constant);
-        };
-        ModuleLevelCheck { item, check }
-    }
-}
-
-/// 64-bit FNV-1a over the concatenation of `parts`, each followed by a separator.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &byte in part.iter().chain(&[0xff]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    hash
-}
-
-/// A parameter passed as `&T` to a `__private` helper generic over `T`, where `T` is the
-/// parameter's type without its outer reference. Named in a turbofish, `T` is the subject of
-/// an unmet bound (so the message of the helper's marker trait applies, not that of `&T`), and
-/// the compiler reports it once, at the type as the user wrote it.
-struct PartArg<'a> {
-    first: Span,
-    last: Span,
-    /// `T`, unless it cannot be named in a turbofish (`impl Trait`; `dyn Trait` would get a
-    /// different default lifetime there), in which case the argument decides.
-    referent: Option<&'a syn::Type>,
-    arg: TokenStream,
-}
-
-impl<'a> PartArg<'a> {
-    fn new(param: &'a Param) -> Self {
-        let (first, last) = edges(&param.ty);
-        // The name keeps its own hygiene: it must resolve to the parameter even when the
-        // function comes from a `macro_rules!` expansion.
-        let mut ident: Ident = param.ident.clone();
-        ident.set_span(ident.span().located_at(last));
-        let (referent, arg) = match peel_groups(&param.ty) {
-            syn::Type::Reference(reference) => (&*reference.elem, quote!(#ident)),
-            other => (other, quote_spanned!(first=> &#ident)),
-        };
-        let referent = (!names_anonymous_type(referent)).then_some(referent);
-        PartArg {
-            first,
-            last,
-            referent,
-            arg,
-        }
-    }
-
-    /// `function::<T>(leading arg)`.
-    fn call(&self, function: TokenStream, leading: TokenStream) -> TokenStream {
-        let arg = &self.arg;
-        match self.referent {
-            Some(referent) => quote_spanned!(self.last=> #function::<#referent>(#leading #arg)),
-            None => quote_spanned!(self.last=> #function(#leading #arg)),
-        }
-    }
-}
-
-/// A type without the invisible groups a `macro_rules!` fragment is wrapped in.
-fn peel_groups(ty: &syn::Type) -> &syn::Type {
-    match ty {
-        syn::Type::Group(group) => peel_groups(&group.elem),
-        other => other,
-    }
-}
-
-/// Whether a type contains `impl Trait` or `dyn Trait`.
-fn names_anonymous_type(ty: &syn::Type) -> bool {
-    fn scan(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|tt| match tt {
-            TokenTree::Ident(ident) => ident == "impl" || ident == "dyn",
-            TokenTree::Group(group) => scan(group.stream()),
-            _ => false,
-        })
-    }
-    scan(ty.to_token_stream())
 }
 
 /// Whether a type contains `impl Trait`, which makes the function generic.
@@ -409,57 +283,4 @@ fn contains_impl_trait(ty: &syn::Type) -> bool {
         })
     }
     scan(ty.to_token_stream())
-}
-
-/// The token errors about the return type point at: the name of the type.
-fn return_type_token(ty: &syn::Type) -> Span {
-    match ty {
-        syn::Type::Path(path) => match path.path.segments.last() {
-            Some(segment) => segment.ident.span(),
-            None => edges(ty).0,
-        },
-        _ => edges(ty).0,
-    }
-}
-
-/// The spans of the first and last token of `tokens`.
-fn edges(tokens: &impl ToTokens) -> (Span, Span) {
-    let mut iter = tokens.to_token_stream().into_iter();
-    let first = iter.next().map_or_else(Span::call_site, |tt| tt.span());
-    let last = iter.last().map_or(first, |tt| tt.span());
-    (first, last)
-}
-
-/// The same tokens, shown at `span` but resolved as before.
-fn relocate(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut tt| {
-            if let TokenTree::Group(group) = &tt {
-                let mut inner =
-                    proc_macro2::Group::new(group.delimiter(), relocate(group.stream(), span));
-                inner.set_span(group.span().located_at(span));
-                return TokenTree::Group(inner);
-            }
-            tt.set_span(tt.span().located_at(span));
-            tt
-        })
-        .collect()
-}
-
-/// The same tokens, every one of them at `span`.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut tt| {
-            if let TokenTree::Group(group) = &tt {
-                let mut inner =
-                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
-                inner.set_span(span);
-                return TokenTree::Group(inner);
-            }
-            tt.set_span(span);
-            tt
-        })
-        .collect()
 }

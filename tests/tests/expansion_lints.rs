@@ -111,6 +111,28 @@ impl Service {
     }
 }
 
+fn assert_send<F: std::future::Future + Send>(_: &F) {}
+
+// The expansion keeps a `Send` body's future `Send`, in every form of `store`.
+#[test]
+fn every_form_is_send() {
+    let store = MemoryStore::new();
+    let order = Order { id: 7, amount: 5 };
+    assert_send(&minimal(1, "a", 2));
+    assert_send(&with_store(&store, &Client, &order));
+    assert_send(&generic(&9_u64, 3));
+    assert_send(&caching(4, false));
+    assert_send(&impl_trait(1_u8, &2_u16));
+    let mut service = Service {
+        store: Arc::new(MemoryStore::new()),
+        tenant: "acme".to_owned(),
+        calls: 0,
+    };
+    assert_send(&service.by_ref(1));
+    assert_send(&service.by_mut(1));
+    assert_send(&service.by_mut_cloned_store(1));
+}
+
 #[tokio::test]
 async fn every_form_runs_and_replays() -> Result<(), Error> {
     assert_eq!(minimal(1, "a", 2).await?, "1a2");

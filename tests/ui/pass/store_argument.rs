@@ -24,9 +24,22 @@ async fn by_expression(store: &Arc<MemoryStore>, event_id: u64) -> Result<u64, E
     Ok(event_id)
 }
 
+#[idempotent(key = "event_id", store = store)]
+async fn by_box(store: Box<dyn IdempotencyStore>, event_id: u64) -> Result<u64, Error> {
+    Ok(event_id)
+}
+
+// Any other smart pointer: reach into it.
+#[idempotent(key = "event_id", store = &*store)]
+async fn by_other_pointer(store: std::rc::Rc<MemoryStore>, event_id: u64) -> Result<u64, Error> {
+    Ok(event_id)
+}
+
 fn main() {
     let _ = by_reference;
     let _ = by_arc;
     let _ = by_dyn_arc;
     let _ = by_expression;
+    let _ = by_box;
+    let _ = by_other_pointer;
 }
