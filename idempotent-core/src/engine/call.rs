@@ -140,8 +140,9 @@ impl<'a> Call<'a> {
     }
 
     /// The run. The driver (claim, heartbeat, record) is one future compiled once for every
-    /// call; all that is generic, and so compiled per body, is this loop: poll the driver, poll
-    /// the body when the driver waits for it, encode its result, decode a replayed one.
+    /// call; what is compiled per body is only this poll loop: poll the driver, poll the body
+    /// when the driver waits for it (or, failing open, instead of it), encode its result. What
+    /// follows depends on the result type only ([`finish`]).
     async fn execute<T, E, F, C>(self, body: F) -> Result<Outcome<T>, E>
     where
         F: Future<Output = Result<T, E>>,
@@ -151,75 +152,111 @@ impl<'a> Call<'a> {
         let span = trace::call_span(self.scope);
         let slot = BodySlot::new();
         let mut result: Option<Result<T, E>> = None;
+        let mut settled: Option<Settled> = None;
         let mut body = pin!(body);
-        let driven = {
-            let mut driver = pin!(self.drive(&slot));
-            poll_fn(|cx| {
-                let _entered = span.enter();
-                loop {
+        let mut driver = pin!(self.drive(&slot));
+        poll_fn(|cx| {
+            let _entered = span.enter();
+            loop {
+                if settled.is_none() {
                     if let Poll::Ready(driven) = driver.as_mut().poll(cx) {
-                        return Poll::Ready(driven);
+                        settled = Some(settle(&span, driven));
                     }
-                    let Some(epoch) = slot.running_epoch() else {
-                        return Poll::Pending;
-                    };
-                    let mut polled = None;
-                    with_epoch(epoch, &mut || polled = Some(body.as_mut().poll(cx)));
-                    let Some(Poll::Ready(output)) = polled else {
-                        return Poll::Pending;
-                    };
-                    report(Disposition::Executed);
-                    slot.finish(C::encode_checked(&output));
-                    result = Some(output);
-                    // The driver records the result now.
                 }
-            })
-            .await
-        };
-        let driven = match driven {
-            Ok(driven) => driven,
-            Err(error) => {
-                trace::finish(&span, Seen::of(&error));
-                return Err(error.into());
-            }
-        };
-        match driven {
-            Driven::Executed => {
-                trace::finish(&span, Seen::Executed);
-                match result {
-                    Some(output) => output.map(|value| Outcome {
-                        value,
-                        disposition: Disposition::Executed,
-                    }),
-                    None => Err(Error::store("engine", "the body's result went missing").into()),
-                }
-            }
-            Driven::Replay { payload, waited } => {
-                // Reported only once the record decodes: an unreadable one is an error, not a
-                // replay.
-                let stored = match C::decode(self.scope, &payload) {
-                    Ok(stored) => stored,
-                    Err(error) => {
-                        trace::finish(&span, Seen::of(&error));
-                        return Err(error.into());
-                    }
+                let epoch = match &settled {
+                    None => match slot.running_epoch() {
+                        Some(epoch) => Some(epoch),
+                        None => return Poll::Pending,
+                    },
+                    Some(Settled::Unprotected) if result.is_none() => None,
+                    Some(_) => return Poll::Ready(()),
                 };
-                trace::finish(&span, if waited { Seen::Waited } else { Seen::Replayed });
-                report(Disposition::Replayed);
-                stored.map(|value| Outcome {
-                    value,
-                    disposition: Disposition::Replayed,
-                })
-            }
-            Driven::Unprotected => {
-                trace::finish(&span, Seen::Unprotected);
-                let value = span.in_scope(|| body).await?;
+                let mut polled = None;
+                poll_body(epoch, &mut || polled = Some(body.as_mut().poll(cx)));
+                let Some(Poll::Ready(output)) = polled else {
+                    return Poll::Pending;
+                };
                 report(Disposition::Executed);
-                Ok(Outcome {
-                    value,
-                    disposition: Disposition::Executed,
-                })
+                if epoch.is_some() {
+                    // The driver records it, then settles.
+                    slot.finish(C::encode_checked(&output));
+                }
+                result = Some(output);
             }
+        })
+        .await;
+        finish::<T, E, C>(self.scope, &span, settled, result)
+    }
+}
+
+/// What the driver left the call with, its span told how it went where that is known.
+enum Settled {
+    Executed,
+    Replay { payload: bytes::Bytes, waited: bool },
+    Unprotected,
+    Failed(Error),
+}
+
+fn settle(span: &tracing::Span, driven: Result<Driven, Error>) -> Settled {
+    match driven {
+        Ok(Driven::Executed) => {
+            trace::finish(span, Seen::Executed);
+            Settled::Executed
         }
+        Ok(Driven::Replay { payload, waited }) => Settled::Replay { payload, waited },
+        Ok(Driven::Unprotected) => {
+            trace::finish(span, Seen::Unprotected);
+            Settled::Unprotected
+        }
+        Err(error) => {
+            trace::finish(span, Seen::of(&error));
+            Settled::Failed(error)
+        }
+    }
+}
+
+/// One poll of the body: under the claim's epoch, or (failing open) without one.
+fn poll_body(epoch: Option<u64>, poll: &mut dyn FnMut()) {
+    match epoch {
+        Some(epoch) => with_epoch(epoch, poll),
+        None => poll(),
+    }
+}
+
+/// The call's result, from what the driver settled and what the body returned: the part of a
+/// call that depends on the result's type, not on the body.
+fn finish<T, E, C>(
+    scope: &str,
+    span: &tracing::Span,
+    settled: Option<Settled>,
+    result: Option<Result<T, E>>,
+) -> Result<Outcome<T>, E>
+where
+    E: From<Error>,
+    C: Codec<T, E>,
+{
+    let executed = |value| Outcome {
+        value,
+        disposition: Disposition::Executed,
+    };
+    match (settled, result) {
+        (Some(Settled::Executed | Settled::Unprotected), Some(output)) => output.map(executed),
+        (Some(Settled::Replay { payload, waited }), _) => {
+            // Reported only once the record decodes: an unreadable one is an error, not a
+            // replay.
+            let stored = C::decode(scope, &payload).inspect_err(|error| {
+                trace::finish(span, Seen::of(error));
+            })?;
+            trace::finish(span, if waited { Seen::Waited } else { Seen::Replayed });
+            report(Disposition::Replayed);
+            stored.map(|value| Outcome {
+                value,
+                disposition: Disposition::Replayed,
+            })
+        }
+        (Some(Settled::Failed(error)), _) => Err(error.into()),
+        // The loop ends only once the driver settled and, unless it replays or failed, the
+        // body returned.
+        _ => Err(Error::store("engine", "a call ended without its result").into()),
     }
 }
