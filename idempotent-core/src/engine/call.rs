@@ -12,7 +12,7 @@ use super::drive::{BodySlot, Driven};
 use super::heartbeat::HeartbeatHook;
 use super::options::CallOptions;
 use super::outcome::{Disposition, Outcome, report, with_epoch};
-use super::record::{IN_STORE, Recorder};
+use super::record::Recorder;
 use super::trace::{self, Seen};
 use crate::error::Error;
 use crate::key::Fingerprint;
@@ -53,7 +53,8 @@ pub struct Call<'a> {
     pub(crate) key: &'a str,
     pub(crate) fingerprint: Fingerprint,
     pub(crate) options: CallOptions,
-    pub(crate) recorder: &'a dyn Recorder,
+    /// Where the result is kept; `None`: in the store, by `complete`.
+    pub(crate) recorder: Option<&'a dyn Recorder>,
     pub(crate) hook: Option<&'a dyn HeartbeatHook>,
 }
 
@@ -77,7 +78,7 @@ impl<'a> Call<'a> {
             key,
             fingerprint: Fingerprint::NONE,
             options: CallOptions::new(),
-            recorder: &IN_STORE,
+            recorder: None,
             hook: None,
         }
     }
@@ -99,7 +100,7 @@ impl<'a> Call<'a> {
     /// mode records it in the body's transaction).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn recorder(mut self, recorder: &'a dyn Recorder) -> Self {
-        self.recorder = recorder;
+        self.recorder = Some(recorder);
         self
     }
 

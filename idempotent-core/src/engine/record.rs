@@ -41,43 +41,44 @@ pub(crate) trait Recorder: Send + Sync {
 }
 
 /// Records in the store, trying a store error again (see [`COMPLETE_RETRY_PAUSES`]); a
-/// `LeaseLost` or any other answer from the store is final.
-pub(crate) struct InStore;
-
-/// The recorder calls use unless an entry point gives its own.
-pub(crate) static IN_STORE: InStore = InStore;
-
-#[async_trait]
-impl Recorder for InStore {
-    async fn record(
-        &self,
-        store: &dyn IdempotencyStore,
-        lease: &Lease,
-        payload: Bytes,
-        ttl: Duration,
-    ) -> Result<(), Error> {
-        let mut pauses = COMPLETE_RETRY_PAUSES.iter();
-        loop {
-            let completed = store_op(
-                store,
-                "complete",
-                store.complete(lease, payload.clone(), ttl),
-            );
-            match completed.await {
-                Err(error @ Error::Store { .. }) => {
-                    let Some(pause) = pauses.next() else {
-                        return Err(error);
-                    };
-                    tracing::debug!(%error, "recording the result failed; trying again");
-                    tokio::time::sleep(*pause).await;
-                }
-                other => return other,
+/// `LeaseLost` or any other answer from the store is final. What a call does unless an entry
+/// point gives it a [`Recorder`]; called directly, so the common case boxes no future of its
+/// own.
+async fn record_in_store(
+    store: &dyn IdempotencyStore,
+    lease: &Lease,
+    payload: Bytes,
+    ttl: Duration,
+) -> Result<(), Error> {
+    let mut pauses = COMPLETE_RETRY_PAUSES.iter();
+    loop {
+        // A copy for a retry: the store takes the payload.
+        let completed = store_op(
+            store,
+            "complete",
+            store.complete(lease, payload.clone(), ttl),
+        );
+        match completed.await {
+            Err(error @ Error::Store { .. }) => {
+                let Some(pause) = pauses.next() else {
+                    return Err(error);
+                };
+                tracing::debug!(%error, "recording the result failed; trying again");
+                tokio::time::sleep(*pause).await;
             }
+            other => return other,
         }
     }
 }
 
 impl Call<'_> {
+    async fn discard(&self, lease: &Lease) {
+        match self.recorder {
+            Some(recorder) => recorder.discard(self.store, lease).await,
+            None => release_quietly(self.store, lease).await,
+        }
+    }
+
     /// Keeps the encoded result (`None`: there is none to keep) or gives the claim up.
     pub(crate) async fn record_phase(
         &self,
@@ -86,10 +87,14 @@ impl Call<'_> {
     ) -> Result<(), Error> {
         match encoded {
             Some(Ok(payload)) => {
-                let recorded = self
-                    .recorder
-                    .record(self.store, lease, payload, self.options.ttl)
-                    .await;
+                let recorded = match self.recorder {
+                    Some(recorder) => {
+                        recorder
+                            .record(self.store, lease, payload, self.options.ttl)
+                            .await
+                    }
+                    None => record_in_store(self.store, lease, payload, self.options.ttl).await,
+                };
                 match recorded {
                     Ok(()) => Ok(()),
                     Err(error) => {
@@ -103,11 +108,11 @@ impl Call<'_> {
                 }
             }
             Some(Err(encode_error)) => {
-                self.recorder.discard(self.store, lease).await;
+                self.discard(lease).await;
                 Err(encode_error)
             }
             None => {
-                self.recorder.discard(self.store, lease).await;
+                self.discard(lease).await;
                 Ok(())
             }
         }
