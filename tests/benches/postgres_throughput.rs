@@ -17,9 +17,6 @@
 //! The server comes from `IDEMPOTENT_POSTGRES_URL` (default: the local one); without a
 //! server the benchmark prints one line and exits.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -20,9 +20,6 @@
 //! server comes from `IDEMPOTENT_REDIS_URL` (default `redis://127.0.0.1:6379/`). Keys live
 //! under a unique prefix and are deleted at the end.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -23,9 +23,6 @@
 //! local ones); without them the bench prints one line and exits. Tables and key prefixes are
 //! unique to the run; the tables are dropped and the keys deleted at the end.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,1 +1,36 @@
-//! Test-only package: see `tests/`, `ui/` and `benches/`.
+//! Shared support for the tests and benchmarks of `idempotent` (package `idempotent-tests`,
+//! never published). Test binaries in `tests/` and benches in `benches/` link this library as
+//! `support`; nothing here ships in the product crates.
+//!
+//! A test that needs a live service reads its URL from the environment
+//! (`IDEMPOTENT_POSTGRES_URL`, `IDEMPOTENT_REDIS_URL`, with local defaults). When the service
+//! cannot be reached, the test prints one line and skips, unless
+//! `IDEMPOTENT_REQUIRE_SERVICES=1` (set by `.ci/run`), in which case a missing service fails
+//! the test. Every test uses names of its own ([`unique_name`]) and cleans up what it created.
+//!
+//! - [`services`]: where the servers are, and what to do when one is missing;
+//! - [`Guarded`]: a store that owns its clean-up;
+//! - [`postgres`], [`sqlite`], [`redis_data`] (features `postgres`, `sqlite`, `redis`): stores
+//!   on tables, files and key prefixes of their own, and raw access behind a store's back;
+//! - [`redis_server`]: stopping and restarting the local Redis, for fault tests;
+//! - [`tcp_proxy`]: a proxy that can go silent, for timeout tests;
+//! - [`process_cpu`]: CPU time of this process, for benchmarks.
+
+// The workspace's library lints: this package's own `[lints]` table does not inherit them.
+#![warn(missing_docs, unreachable_pub)]
+
+mod cpu;
+mod guarded;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis_data;
+pub mod redis_server;
+pub mod services;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod tcp_proxy;
+
+pub use cpu::process_cpu;
+pub use guarded::Guarded;
+pub use services::{postgres_url, redis_url, skip, unavailable, unique_name};

@@ -6,8 +6,6 @@
 
 #![cfg(feature = "postgres")]
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -8,8 +8,6 @@
 
 #![cfg(feature = "postgres")]
 
-mod support;
-
 use support::postgres::{DropTables, connect};
 
 use std::sync::Arc;
@@ -66,7 +64,7 @@ async fn acquire(store: &PostgresStore, scope: &str, key: &str) -> Lease {
 
 idempotent_core::store_conformance_tests!(postgres, async {
     let (store, tables) = crate::connect("idem_conf", 16).await?;
-    Some(Arc::new(crate::support::Guarded::new(store, tables)) as Arc<dyn IdempotencyStore>)
+    Some(Arc::new(support::Guarded::new(store, tables)) as Arc<dyn IdempotencyStore>)
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@
 
 #![cfg(feature = "postgres")]
 
-mod support;
-
 use support::postgres::{connect_through_proxy, connect_with};
 
 use std::sync::Arc;

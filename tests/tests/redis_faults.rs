@@ -7,8 +7,6 @@
 //! command as `.ci/run`) even when the test fails. It runs only against the local server at
 //! 127.0.0.1:6379, the one it can restart.
 
-mod support;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

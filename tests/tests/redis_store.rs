@@ -12,8 +12,6 @@
 //! commands during its measurement; traffic from other processes is ruled out by retrying
 //! until a measurement window sees nothing but the call under test.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,8 +3,6 @@
 //! (written and read), and rows the store did not write, which must be errors that never run
 //! the body.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;

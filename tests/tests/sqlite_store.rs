@@ -5,8 +5,6 @@
 //! Corrupt rows and the persisted row format, which need a raw connection, are in
 //! `sqlite_rows.rs`.
 
-mod support;
-
 use support::sqlite::TempDb;
 
 use std::future::{Future, poll_fn};

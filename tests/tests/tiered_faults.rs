@@ -6,8 +6,6 @@
 
 #![cfg(feature = "tiered")]
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

@@ -4,8 +4,6 @@
 
 #![cfg(feature = "tiered")]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -64,7 +62,7 @@ async fn raw(redis: &RedisStore, args: &[&[u8]]) -> RawReply {
 
 idempotent_core::store_conformance_tests!(tiered, async {
     let (store, guards) = crate::tiered("idem_tiered_conf").await?;
-    Some(Arc::new(crate::support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>)
+    Some(Arc::new(support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>)
 });
 
 fn request<'a>(scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> ClaimRequest<'a> {

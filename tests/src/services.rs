@@ -1,72 +1,4 @@
-//! Shared helpers for tests that need a live service (PostgreSQL, Redis).
-//!
-//! A test reads the service URL from the environment (`IDEMPOTENT_POSTGRES_URL`,
-//! `IDEMPOTENT_REDIS_URL`, with local defaults). When the service cannot be reached, the test
-//! prints one line and skips, unless `IDEMPOTENT_REQUIRE_SERVICES=1` (set by `.ci/run`), in
-//! which case a missing service fails the test.
-
-#![allow(dead_code, unreachable_pub)]
-
-#[cfg(feature = "postgres")]
-pub mod postgres;
-#[cfg(feature = "redis")]
-pub mod redis_data;
-pub mod redis_server;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
-pub mod tcp_proxy;
-
-use std::time::Duration;
-
-use async_trait::async_trait;
-use bytes::Bytes;
-use idempotent_core::store::{Claim, ClaimRequest, Lease};
-use idempotent_core::{Error, IdempotencyStore};
-
-/// A store that keeps a clean-up guard (dropping test tables, deleting keys) alive for as
-/// long as the store, so the conformance suite's stores clean up after themselves.
-pub struct Guarded<S> {
-    store: S,
-    _guard: Box<dyn Send + Sync>,
-}
-
-impl<S> Guarded<S> {
-    /// Wraps `store`; `guard` is dropped with it.
-    pub fn new(store: S, guard: impl Send + Sync + 'static) -> Self {
-        Guarded {
-            store,
-            _guard: Box::new(guard),
-        }
-    }
-}
-
-#[async_trait]
-impl<S: IdempotencyStore> IdempotencyStore for Guarded<S> {
-    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
-        self.store.claim(request).await
-    }
-    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
-        self.store.complete(lease, payload, ttl).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        self.store.release(lease).await
-    }
-    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.store.extend(lease, lease_for).await
-    }
-    fn release_in_background(&self, lease: Lease) {
-        self.store.release_in_background(lease);
-    }
-    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
-        self.store.abandon_claim_in_background(request);
-    }
-    async fn purge_expired(&self) -> Result<u64, Error> {
-        self.store.purge_expired().await
-    }
-    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
-        self.store.wait_for_change(scope, key, max_wait).await;
-    }
-}
+//! Where the test servers are, and what a test does when one cannot be reached.
 
 /// The default PostgreSQL URL: the local server with trust auth.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -136,20 +68,6 @@ pub fn unavailable<T>(
 pub fn skip(reason: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "skipping: {reason}");
-}
-
-/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`, in ns);
-/// zero where that is not available. For benchmarks that report CPU per operation.
-pub fn process_cpu() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
 }
 
 /// A name unique to this test run, for table names and key prefixes, so runs can repeat and

@@ -66,6 +66,7 @@ pub fn start_redis() -> bool {
     started && wait_until(Duration::from_secs(30), ping)
 }
 
+/// Stops the local server (`SHUTDOWN NOSAVE`) and waits until it no longer answers.
 pub fn stop_redis() -> bool {
     // The server closes the connection as it exits, so redis-cli may report an error.
     let _ = redis_cli(&["shutdown", "nosave"]);
@@ -74,7 +75,10 @@ pub fn stop_redis() -> bool {
 
 /// Deletes the keys of one prefix (`{prefix}:*`) from the local server when the test ends,
 /// passed or failed.
-pub struct DeleteKeys(pub String);
+pub struct DeleteKeys(
+    /// The prefix whose keys go.
+    pub String,
+);
 
 impl Drop for DeleteKeys {
     fn drop(&mut self) {

@@ -8,14 +8,17 @@ use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPool
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 use idempotent_core::{PostgresStore, PostgresStoreBuilder};
 
-use super::tcp_proxy::SilentProxy;
+use crate::tcp_proxy::SilentProxy;
 
 /// Drops the named tables, then the named functions, when the test ends (also when it
 /// panics), on a connection and a runtime of its own, since the test's runtime may already be
 /// shutting down.
 pub struct DropTables {
+    /// The server, reached on a connection of the guard's own.
     pub url: String,
+    /// Tables to drop (`DROP TABLE IF EXISTS ... CASCADE`), in order.
     pub tables: Vec<String>,
+    /// Functions to drop afterwards, with their argument lists (`name()`).
     pub functions: Vec<String>,
 }
 
@@ -74,13 +77,13 @@ pub async fn connect_with(
     prefix: &str,
     builder: PostgresStoreBuilder,
 ) -> Option<(PostgresStore, DropTables)> {
-    let url = super::postgres_url();
-    let table = super::unique_name(prefix);
+    let url = crate::postgres_url();
+    let table = crate::unique_name(prefix);
     let separator = if url.contains('?') { '&' } else { '?' };
     let named = format!("{url}{separator}application_name={table}");
     let store = match builder.table(&table).connect(&named).await {
         Ok(store) => store,
-        Err(error) => return super::unavailable("PostgreSQL", &url, error),
+        Err(error) => return crate::unavailable("PostgreSQL", &url, error),
     };
     let guard = DropTables {
         url,
@@ -100,11 +103,11 @@ pub async fn connect_through_proxy(
     builder: PostgresStoreBuilder,
     max_connections: u32,
 ) -> Option<(PostgresStore, SilentProxy, DropTables)> {
-    let url = super::postgres_url();
+    let url = crate::postgres_url();
     // Reachable directly first, so a missing server is reported as such.
     match PgConnection::connect(&url).await {
         Ok(connection) => connection.close().await.expect("close"),
-        Err(error) => return super::unavailable("PostgreSQL", &url, error),
+        Err(error) => return crate::unavailable("PostgreSQL", &url, error),
     }
     let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
     let upstream: SocketAddr = tokio::net::lookup_host((options.get_host(), options.get_port()))
@@ -113,7 +116,7 @@ pub async fn connect_through_proxy(
         .next()
         .expect("an address for the PostgreSQL host");
     let proxy = SilentProxy::start(upstream).await.expect("start the proxy");
-    let table = super::unique_name(prefix);
+    let table = crate::unique_name(prefix);
     let proxied = options
         .host("127.0.0.1")
         .port(proxy.address().port())
