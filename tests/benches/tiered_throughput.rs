@@ -31,6 +31,7 @@ use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore,
 };
+use support::postgres::statement_calls;
 
 const CALLERS: [usize; 3] = [1, 16, 64];
 const ROUNDS: usize = 3;
@@ -297,7 +298,7 @@ async fn measure(
         started.elapsed().as_secs_f64()
     );
 
-    let statements_before = statements_for(postgres, tiered_table).await;
+    let statements_before = statement_calls(postgres, tiered_table).await.ok();
     let mut results = Vec::new();
     for callers in CALLERS {
         let mut cells = [Cell::default(); 3];
@@ -321,7 +322,7 @@ async fn measure(
         }
         results.push((callers, cells));
     }
-    let statements_after = statements_for(postgres, tiered_table).await;
+    let statements_after = statement_calls(postgres, tiered_table).await.ok();
     let tiered_ops: u64 = results.iter().map(|(_, cells)| cells[TIERED].ops).sum();
 
     println!(
@@ -372,17 +373,4 @@ async fn measure(
         ),
     }
     Ok(())
-}
-
-/// `calls` summed over the statements `pg_stat_statements` has seen for `table`, if the
-/// extension is installed (it is not created here).
-async fn statements_for(store: &PostgresStore, table: &str) -> Option<i64> {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
-         WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'",
-    )
-    .bind(table)
-    .fetch_one(store.pool())
-    .await
-    .ok()
 }

@@ -22,6 +22,11 @@ impl<S> Guarded<S> {
             _guard: Box::new(guard),
         }
     }
+
+    /// The store inside.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
 }
 
 #[async_trait]

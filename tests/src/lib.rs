@@ -9,8 +9,10 @@
 //! the test. Every test uses names of its own ([`unique_name`]) and cleans up what it created.
 //!
 //! - [`services`]: where the servers are, and what to do when one is missing;
+//! - [`request`] and [`acquire`]: claims made directly on a store;
+//! - [`assert_duplicates_run_once`]: the check that concurrent duplicates run a body once;
 //! - [`Guarded`]: a store that owns its clean-up;
-//! - [`postgres`], [`sqlite`], [`redis_data`] (features `postgres`, `sqlite`, `redis`): stores
+//! - `postgres`, `sqlite`, `redis_data` (features `postgres`, `sqlite`, `redis`): stores
 //!   on tables, files and key prefixes of their own, and raw access behind a store's back;
 //! - [`redis_server`]: stopping and restarting the local Redis, for fault tests;
 //! - [`tcp_proxy`]: a proxy that can go silent, for timeout tests;
@@ -19,7 +21,9 @@
 // The workspace's library lints: this package's own `[lints]` table does not inherit them.
 #![warn(missing_docs, unreachable_pub)]
 
+mod claims;
 mod cpu;
+mod duplicates;
 mod guarded;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -31,6 +35,8 @@ pub mod services;
 pub mod sqlite;
 pub mod tcp_proxy;
 
+pub use claims::{acquire, request};
 pub use cpu::process_cpu;
+pub use duplicates::assert_duplicates_run_once;
 pub use guarded::Guarded;
 pub use services::{postgres_url, redis_url, skip, unavailable, unique_name};

@@ -32,16 +32,7 @@ pub fn unavailable<T>(
     url: &str,
     error: impl Into<Box<dyn std::error::Error>>,
 ) -> Option<T> {
-    // The error and its causes, such as "store `redis` failed: Connection refused".
-    let error = error.into();
-    let mut error_text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        error_text.push_str(": ");
-        error_text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    let error = error_text;
+    let error = error_chain(&*error.into());
     if services_required() {
         panic!(
             "{service} is required (IDEMPOTENT_REQUIRE_SERVICES=1) but unreachable at {url}: {error}"
@@ -62,6 +53,18 @@ pub fn unavailable<T>(
         );
     }
     None
+}
+
+/// An error and its sources, as one line: "store `redis` failed: Connection refused".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// Prints why a test skips, visibly: `eprintln!` output is captured by the test harness.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idempotent_core::key::{Fingerprint, IdempotencyKey};
+use idempotent_core::key::IdempotencyKey;
 use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
 use idempotent_core::{
     Disposition, Error, IdempotencyStore, MemoryStore, current_epoch, idempotent, observe,
@@ -18,14 +18,12 @@ const KEY: &str = "key-1";
 const LEASE: Duration = Duration::from_secs(10);
 const TTL: Duration = Duration::from_secs(3600);
 
+/// A claim on this file's key with its lease and ttl.
 fn request(owner: OwnerId) -> ClaimRequest<'static> {
     ClaimRequest {
-        scope: SCOPE,
-        key: KEY,
-        fingerprint: Fingerprint::NONE,
-        owner,
         lease: LEASE,
         ttl: TTL,
+        ..support::request(SCOPE, KEY, owner)
     }
 }
 
@@ -203,12 +201,9 @@ async fn current_epoch_after_a_takeover_is_greater_than_the_abandoned_claims() {
         .finish();
     let abandoned = match store
         .claim(&ClaimRequest {
-            scope: "fencing.epoch",
-            key: key.as_str(),
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
             lease: LEASE,
             ttl: TTL,
+            ..support::request("fencing.epoch", key.as_str(), OwnerId::new())
         })
         .await
         .unwrap()

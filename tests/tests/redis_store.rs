@@ -23,10 +23,9 @@ use bytes::Bytes;
 use idempotent_core::key::{Fingerprint, IdempotencyKey};
 use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
 use idempotent_core::stores::redis::RawReply;
-use idempotent_core::{
-    Call, CallOptions, Disposition, Error, IdempotencyStore, RedisStore, idempotent, observe,
-};
-use tokio::sync::{Barrier, OwnedRwLockReadGuard, RwLock};
+use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, RedisStore, idempotent};
+use support::{acquire, assert_duplicates_run_once, request};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use tokio::time::Instant;
 
 /// Shared by every test in this binary; taken exclusively by the round-trip test.
@@ -145,24 +144,6 @@ idempotent_core::store_conformance_tests!(redis, async {
     Some(Arc::new(shared) as Arc<dyn IdempotencyStore>)
 });
 
-fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
-    ClaimRequest {
-        scope,
-        key,
-        fingerprint: Fingerprint::of_bytes(b"request"),
-        owner,
-        lease: LONG,
-        ttl: LONG,
-    }
-}
-
-async fn acquire(store: &RedisStore, request: &ClaimRequest<'_>) -> Lease {
-    match store.claim(request).await {
-        Ok(Claim::Acquired(lease)) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    }
-}
-
 /// The record's fields, as `HGETALL` returns them.
 async fn fields(store: &RedisStore, record_key: &str) -> Vec<(String, Vec<u8>)> {
     let reply = raw(store, &[b"HGETALL", record_key.as_bytes()]).await;
@@ -269,6 +250,7 @@ async fn stored_record_layout_is_pinned() {
     let owner = OwnerId::new();
     let fingerprint = Fingerprint::of_bytes(b"request");
     let claim = ClaimRequest {
+        fingerprint,
         lease: Duration::from_secs(10),
         ttl: Duration::from_secs(3600),
         ..request("layout", "k", owner)
@@ -903,28 +885,10 @@ async fn thousand_concurrent_idempotent_calls_run_once() {
         return;
     };
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(CALLS));
-    let tasks: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let (store, runs, barrier) = (shared.store.clone(), runs.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                observe(slow_once(store, runs, 7)).await
-            })
-        })
-        .collect();
-    let (mut executed, mut replayed) = (0, 0);
-    for task in tasks {
-        let (result, how) = task.await.unwrap();
-        assert_eq!(result.unwrap(), "result-7-run-1");
-        match how {
-            Some(Disposition::Executed) => executed += 1,
-            Some(Disposition::Replayed) => replayed += 1,
-            None => panic!("a call reported no disposition"),
-        }
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
-    assert_eq!((executed, replayed), (1, CALLS - 1));
+    assert_duplicates_run_once(CALLS, &runs, "result-7-run-1".to_owned(), || {
+        slow_once(shared.store.clone(), runs.clone(), 7)
+    })
+    .await;
 }
 
 /// Per-command call counts from `INFO commandstats`. Commands that scripts run inside Redis

@@ -5,8 +5,6 @@
 //! Corrupt rows and the persisted row format, which need a raw connection, are in
 //! `sqlite_rows.rs`.
 
-use support::sqlite::TempDb;
-
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
@@ -15,12 +13,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::{
     Disposition, Error, IdempotencyStore, SqliteStore, SqliteStoreBuilder, idempotent, observe,
 };
 use serde::{Deserialize, Serialize};
+use support::sqlite::TempDb;
+use support::{assert_duplicates_run_once, request};
 use tokio::sync::Barrier;
 
 /// A store that owns its temporary database: the files go when the suite drops the store
@@ -61,17 +60,6 @@ idempotent_core::store_conformance_tests!(sqlite_in_memory, async {
     Some(Arc::new(store) as Arc<dyn IdempotencyStore>)
 });
 
-fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId, lease: Duration) -> ClaimRequest<'a> {
-    ClaimRequest {
-        scope,
-        key,
-        fingerprint: Fingerprint::of_bytes(b"request"),
-        owner,
-        lease,
-        ttl: Duration::from_secs(60),
-    }
-}
-
 const CALLS: usize = 1_000;
 
 #[idempotent(key = "id", store = store, skip = "runs", lease = "30s")]
@@ -86,29 +74,10 @@ async fn thousand_concurrent_duplicates_through_the_macro_run_once() {
     let db = TempDb::new("macro-1000");
     let store = SqliteStore::open(db.path()).await.unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(CALLS));
-    let handles: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                observe(slow_job(store, runs, 7)).await
-            })
-        })
-        .collect();
-
-    let (mut executed, mut replayed) = (0, 0);
-    for handle in handles {
-        let (result, how) = handle.await.unwrap();
-        assert_eq!(result.unwrap(), "job-7-run-1");
-        match how {
-            Some(Disposition::Executed) => executed += 1,
-            Some(Disposition::Replayed) => replayed += 1,
-            None => panic!("an idempotent call reported no disposition"),
-        }
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
-    assert_eq!((executed, replayed), (1, CALLS - 1));
+    assert_duplicates_run_once(CALLS, &runs, "job-7-run-1".to_owned(), || {
+        slow_job(store.clone(), runs.clone(), 7)
+    })
+    .await;
     store.close().await;
 }
 
@@ -175,7 +144,10 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
 
     let store = SqliteStore::open(db.path()).await.unwrap();
     let stale = match store
-        .claim(&request("durable", "k", crashed, lease_for))
+        .claim(&ClaimRequest {
+            lease: lease_for,
+            ..request("durable", "k", crashed)
+        })
         .await
         .unwrap()
     {
@@ -188,7 +160,10 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
 
     let store = SqliteStore::open(db.path()).await.unwrap();
     match store
-        .claim(&request("durable", "k", OwnerId::new(), lease_for))
+        .claim(&ClaimRequest {
+            lease: lease_for,
+            ..request("durable", "k", OwnerId::new())
+        })
         .await
         .unwrap()
     {
@@ -197,7 +172,10 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
     }
     tokio::time::sleep(lease_for + Duration::from_millis(100)).await;
     let current = match store
-        .claim(&request("durable", "k", OwnerId::new(), lease_for))
+        .claim(&ClaimRequest {
+            lease: lease_for,
+            ..request("durable", "k", OwnerId::new())
+        })
         .await
         .unwrap()
     {
@@ -230,7 +208,10 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
 
     let store = SqliteStore::open(db.path()).await.unwrap();
     match store
-        .claim(&request("durable", "k", OwnerId::new(), lease_for))
+        .claim(&ClaimRequest {
+            lease: lease_for,
+            ..request("durable", "k", OwnerId::new())
+        })
         .await
         .unwrap()
     {
@@ -276,12 +257,7 @@ async fn table_names_are_validated() {
         assert_eq!(store.table(), name);
         // Tables in one file are independent stores.
         let claim = store
-            .claim(&request(
-                "tables",
-                "k",
-                OwnerId::new(),
-                Duration::from_secs(60),
-            ))
+            .claim(&request("tables", "k", OwnerId::new()))
             .await
             .unwrap();
         assert!(matches!(claim, Claim::Acquired(ref lease) if lease.epoch() > 0));
@@ -320,7 +296,10 @@ async fn cancelled_claims_leave_no_transaction_open() {
 
     let mut cancelled = 0;
     for (i, (key, owner)) in keys.iter().zip(&owners).enumerate() {
-        let request = request("cancel", key, *owner, lease_for);
+        let request = ClaimRequest {
+            lease: lease_for,
+            ..request("cancel", key, *owner)
+        };
         let pause = Duration::from_micros((i % 7) as u64 * 15);
         if !poll_then_drop(store.claim(&request), 1 + i % 9, pause).await {
             cancelled += 1;
@@ -333,7 +312,10 @@ async fn cancelled_claims_leave_no_transaction_open() {
     let (mut written, mut absent) = (0, 0);
     for (key, owner) in keys.iter().zip(&owners) {
         match store
-            .claim(&request("cancel", key, OwnerId::new(), lease_for))
+            .claim(&ClaimRequest {
+                lease: lease_for,
+                ..request("cancel", key, OwnerId::new())
+            })
             .await
             .unwrap()
         {
@@ -346,13 +328,19 @@ async fn cancelled_claims_leave_no_transaction_open() {
             other => panic!("unexpected state after a cancelled claim: {other:?}"),
         }
         match store
-            .claim(&request("cancel", key, *owner, lease_for))
+            .claim(&ClaimRequest {
+                lease: lease_for,
+                ..request("cancel", key, *owner)
+            })
             .await
             .unwrap()
         {
             Claim::Acquired(lease) => {
                 let again = store
-                    .claim(&request("cancel", key, *owner, lease_for))
+                    .claim(&ClaimRequest {
+                        lease: lease_for,
+                        ..request("cancel", key, *owner)
+                    })
                     .await
                     .unwrap();
                 assert_eq!(
@@ -370,7 +358,10 @@ async fn cancelled_claims_leave_no_transaction_open() {
 
     // The writer connection is usable: a write transaction starts and commits.
     let lease = match store
-        .claim(&request("cancel", "after", OwnerId::new(), lease_for))
+        .claim(&ClaimRequest {
+            lease: lease_for,
+            ..request("cancel", "after", OwnerId::new())
+        })
         .await
         .unwrap()
     {
@@ -390,14 +381,20 @@ async fn cancelled_claims_leave_no_transaction_open() {
         .await
         .unwrap();
     match other
-        .claim(&request("cancel", "other", OwnerId::new(), lease_for))
+        .claim(&ClaimRequest {
+            lease: lease_for,
+            ..request("cancel", "other", OwnerId::new())
+        })
         .await
     {
         Ok(Claim::Acquired(_)) => {}
         other => panic!("the write lock must be free, got {other:?}"),
     }
     match other
-        .claim(&request("cancel", "after", OwnerId::new(), lease_for))
+        .claim(&ClaimRequest {
+            lease: lease_for,
+            ..request("cancel", "after", OwnerId::new())
+        })
         .await
     {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"ok"),
@@ -412,7 +409,7 @@ async fn release_in_background_without_a_runtime_does_nothing() {
     let db = TempDb::new("no-runtime");
     let store = SqliteStore::open(db.path()).await.unwrap();
     let lease = match store
-        .claim(&request("bg", "k", OwnerId::new(), Duration::from_secs(60)))
+        .claim(&request("bg", "k", OwnerId::new()))
         .await
         .unwrap()
     {
@@ -443,12 +440,7 @@ async fn two_stores_on_one_file_still_admit_one_claimer() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 store
-                    .claim(&request(
-                        "two-stores",
-                        "k",
-                        OwnerId::new(),
-                        Duration::from_secs(60),
-                    ))
+                    .claim(&request("two-stores", "k", OwnerId::new()))
                     .await
             })
         })
@@ -480,15 +472,16 @@ async fn purge_removes_more_than_one_batch_and_keeps_live_records() {
     for i in 0..EXPIRED {
         let key = format!("old{i}");
         let request = ClaimRequest {
+            lease: short,
             ttl: short,
-            ..request("purge", &key, OwnerId::new(), short)
+            ..request("purge", &key, OwnerId::new())
         };
         assert!(matches!(
             store.claim(&request).await.unwrap(),
             Claim::Acquired(_)
         ));
     }
-    let live = request("purge", "live", OwnerId::new(), Duration::from_secs(60));
+    let live = request("purge", "live", OwnerId::new());
     let Claim::Acquired(lease) = store.claim(&live).await.unwrap() else {
         panic!("expected to acquire");
     };
@@ -503,7 +496,10 @@ async fn purge_removes_more_than_one_batch_and_keeps_live_records() {
         .await
         .unwrap();
     match store
-        .claim(&request("purge", "old0", OwnerId::new(), short))
+        .claim(&ClaimRequest {
+            lease: short,
+            ..request("purge", "old0", OwnerId::new())
+        })
         .await
         .unwrap()
     {

@@ -16,7 +16,8 @@ use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore, idempotent,
 };
-use support::postgres::{DropTables, connect};
+use support::assert_duplicates_run_once;
+use support::postgres::{DropDatabase, DropTables, connect};
 use support::redis_server::{DeleteKeys as DeleteCacheKeys, redis_cli};
 
 async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
@@ -65,14 +66,12 @@ idempotent_core::store_conformance_tests!(tiered, async {
     Some(Arc::new(support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>)
 });
 
-fn request<'a>(scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> ClaimRequest<'a> {
+/// A claim on `("tiered", "k")` with `fingerprint`, by a new owner, for ten minutes.
+fn request_k(fingerprint: Fingerprint) -> ClaimRequest<'static> {
     ClaimRequest {
-        scope,
-        key,
         fingerprint,
-        owner: OwnerId::new(),
-        lease: Duration::from_secs(30),
         ttl: Duration::from_secs(600),
+        ..support::request("tiered", "k", OwnerId::new())
     }
 }
 
@@ -97,7 +96,7 @@ async fn replay_back_fills_the_cache_for_no_longer_than_the_record_lives() {
     assert_eq!(redis_cli(&["exists", &cache_key]).as_deref(), Some("0"));
 
     // The first replay reads PostgreSQL and copies the record into Redis...
-    match store.claim(&request("tiered", "k", fingerprint)).await {
+    match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
         other => panic!("expected a replay, got {other:?}"),
     }
@@ -117,7 +116,7 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
     let fingerprint = Fingerprint::of_bytes(b"req");
     completed_once(&store, "k", fingerprint).await;
     assert!(matches!(
-        store.claim(&request("tiered", "k", fingerprint)).await,
+        store.claim(&request_k(fingerprint)).await,
         Ok(Claim::Completed(_))
     ));
     // Remove the record from PostgreSQL behind the store's back: only the cache has it now.
@@ -126,7 +125,7 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
         .execute(store.durable().pool())
         .await
         .expect("delete");
-    match store.claim(&request("tiered", "k", fingerprint)).await {
+    match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => {
             assert_eq!(&record.payload[..], b"\x017");
             assert!(record.epoch > 0);
@@ -140,7 +139,7 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
     // The cache also enforces the fingerprint.
     assert_eq!(
         store
-            .claim(&request("tiered", "k", Fingerprint::of_bytes(b"other")))
+            .claim(&request_k(Fingerprint::of_bytes(b"other")))
             .await
             .expect("claim"),
         Claim::PayloadMismatch
@@ -159,7 +158,7 @@ async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
         redis_cli(&["set", &cache_key, "garbage"]).as_deref(),
         Some("OK")
     );
-    match store.claim(&request("tiered", "k", fingerprint)).await {
+    match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
         other => panic!("expected PostgreSQL's record, got {other:?}"),
     }
@@ -172,13 +171,13 @@ async fn a_key_never_completed_is_decided_by_postgres_only() {
     };
     // A cache entry for an in-progress key can never exist: claims go to PostgreSQL.
     let first = store
-        .claim(&request("tiered", "k", Fingerprint::NONE))
+        .claim(&request_k(Fingerprint::NONE))
         .await
         .expect("claim");
     assert!(matches!(first, Claim::Acquired(_)));
     assert!(matches!(
         store
-            .claim(&request("tiered", "k", Fingerprint::NONE))
+            .claim(&request_k(Fingerprint::NONE))
             .await
             .expect("claim"),
         Claim::InFlight { .. }
@@ -203,19 +202,11 @@ async fn one_thousand_concurrent_duplicates_run_the_body_once() {
     };
     let store = Arc::new(store);
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
-    let mut tasks = Vec::new();
-    for _ in 0..1000 {
-        let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            charge(&store, &runs, 21).await
-        }));
-    }
-    for task in tasks {
-        assert_eq!(task.await.expect("task").expect("call"), 42);
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_duplicates_run_once(1000, &runs, 42, || {
+        let (store, runs) = (store.clone(), runs.clone());
+        async move { charge(&store, &runs, 21).await }
+    })
+    .await;
 }
 
 /// One call on `("tiered", "k")` with `fingerprint`, whose body returns `value`: the value it
@@ -229,6 +220,59 @@ async fn call_k(store: &TieredStore, fingerprint: Fingerprint, value: &str) -> (
         .expect("call");
     let replayed = outcome.is_replayed();
     (outcome.value, replayed)
+}
+
+/// Tiered stores on `first` and `second` that cache under one new prefix (named after
+/// `prefix`), and the guard that deletes its keys.
+async fn sharing_one_cache(
+    first: PostgresStore,
+    second: PostgresStore,
+    prefix: &str,
+) -> Option<(TieredStore, TieredStore, DeleteCacheKeys)> {
+    let cache_prefix = support::unique_name(prefix);
+    let keys = DeleteCacheKeys(cache_prefix.clone());
+    let first = tiered_on(first, &cache_prefix).await?;
+    let second = tiered_on(second, &cache_prefix).await?;
+    Some((first, second, keys))
+}
+
+/// Two tiered stores whose durable halves are different records (tables, databases), sharing
+/// a cache: the same scope, key and fingerprint in each must replay each one's own result.
+async fn assert_each_replays_its_own_result(first: &TieredStore, second: &TieredStore) {
+    assert_ne!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    // The first store completes and back-fills its result...
+    assert_eq!(
+        call_k(first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    // ...which the second store, whose durable half has no record of the key, must not replay.
+    assert_eq!(
+        call_k(second, fingerprint, "two").await,
+        ("two".into(), false),
+        "the second store replayed the first store's cached result"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            call_k(second, fingerprint, "two").await,
+            ("two".into(), true)
+        );
+        assert_eq!(
+            call_k(first, fingerprint, "one").await,
+            ("one".into(), true)
+        );
+    }
 }
 
 /// A replay that read a completed record must cache exactly that record, and for no longer
@@ -299,7 +343,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
     let (old, new) = (Fingerprint::of_bytes(b"old"), Fingerprint::of_bytes(b"new"));
 
     // `A`: completed through the tiered store, then given a short time left on the server clock.
-    let Ok(Claim::Acquired(lease)) = store.claim(&request("tiered", "k", old)).await else {
+    let Ok(Claim::Acquired(lease)) = store.claim(&request_k(old)).await else {
         panic!("expected to acquire the fresh key");
     };
     store
@@ -329,7 +373,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
         .expect("close the gate");
     let replay = tokio::spawn({
         let store = store.clone();
-        async move { store.claim(&request("tiered", "k", old)).await }
+        async move { store.claim(&request_k(old)).await }
     });
     let mut waiting = false;
     for _ in 0..200 {
@@ -367,7 +411,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(expired, "A never expired");
-    let Ok(Claim::Acquired(lease)) = table_store.claim(&request("tiered", "k", new)).await else {
+    let Ok(Claim::Acquired(lease)) = table_store.claim(&request_k(new)).await else {
         panic!("the other instance should take the expired key over");
     };
     table_store
@@ -403,15 +447,12 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
         "the back-fill cached A although A had expired"
     );
     // `B`'s retry replays `B`, and `A`'s request is a mismatch now, as PostgreSQL says.
-    match store.claim(&request("tiered", "k", new)).await {
+    match store.claim(&request_k(new)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"B"),
         other => panic!("B's retry must replay B, got {other:?}"),
     }
     assert_eq!(
-        store
-            .claim(&request("tiered", "k", old))
-            .await
-            .expect("claim"),
+        store.claim(&request_k(old)).await.expect("claim"),
         Claim::PayloadMismatch
     );
     // And the cache entry (now `B`'s, back-filled by the retry) ends no later than its record.
@@ -442,52 +483,13 @@ async fn tiered_stores_over_different_tables_do_not_share_cache_entries() {
     let Some((second_durable, second_table)) = connect("idem_tiered_tab_b", 4).await else {
         return;
     };
-    let cache_prefix = support::unique_name("idem_tiered_shared");
-    let _guards = (
-        first_table,
-        second_table,
-        DeleteCacheKeys(cache_prefix.clone()),
-    );
-    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+    let _tables = (first_table, second_table);
+    let Some((first, second, _keys)) =
+        sharing_one_cache(first_durable, second_durable, "idem_tiered_shared").await
+    else {
         return;
     };
-    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
-        return;
-    };
-    assert_ne!(
-        first.cache_key("tiered", "k"),
-        second.cache_key("tiered", "k")
-    );
-    let fingerprint = Fingerprint::of_bytes(b"req");
-    // The first store completes and back-fills its result...
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), false)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
-    // ...which the second store, whose table has no record of the key, must not replay.
-    assert_eq!(
-        call_k(&second, fingerprint, "two").await,
-        ("two".into(), false),
-        "the second store replayed the first store's cached result"
-    );
-    for _ in 0..2 {
-        assert_eq!(
-            call_k(&second, fingerprint, "two").await,
-            ("two".into(), true)
-        );
-        assert_eq!(
-            call_k(&first, fingerprint, "one").await,
-            ("one".into(), true)
-        );
-    }
+    assert_each_replays_its_own_result(&first, &second).await;
 }
 
 /// Cache keys name the table that decides, not the spelling of its name: a store configured
@@ -505,12 +507,10 @@ async fn tiered_stores_over_one_table_share_cache_entries() {
         .table(format!("{schema}.{}", durable.table()))
         .build(durable.pool().clone())
         .expect("qualified store");
-    let cache_prefix = support::unique_name("idem_tiered_one");
-    let _guards = (tables, DeleteCacheKeys(cache_prefix.clone()));
-    let Some(first) = tiered_on(durable, &cache_prefix).await else {
-        return;
-    };
-    let Some(second) = tiered_on(qualified, &cache_prefix).await else {
+    let _tables = tables;
+    let Some((first, second, _keys)) =
+        sharing_one_cache(durable, qualified, "idem_tiered_one").await
+    else {
         return;
     };
     assert_eq!(
@@ -530,37 +530,6 @@ async fn tiered_stores_over_one_table_share_cache_entries() {
         call_k(&second, fingerprint, "two").await,
         ("one".into(), true)
     );
-}
-
-/// Drops a database when the test ends, on a connection and a runtime of its own.
-struct DropDatabase {
-    url: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&url).await?;
-                sqlx::query(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut connection)
-                .await?;
-                connection.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = dropped {
-            eprintln!("could not drop test database: {error}");
-        }
-    }
 }
 
 /// Two tiered stores over tables of the same name in two databases of one server, sharing
@@ -595,40 +564,13 @@ async fn tiered_stores_over_different_databases_do_not_share_cache_entries() {
         .build(pool.clone())
         .expect("store in the second database");
     second_durable.migrate().await.expect("migrate");
-    let cache_prefix = support::unique_name("idem_tiered_db");
-    let _guards = (first_table, DeleteCacheKeys(cache_prefix.clone()));
-    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+    let _tables = first_table;
+    let Some((first, second, _keys)) =
+        sharing_one_cache(first_durable, second_durable, "idem_tiered_db").await
+    else {
         return;
     };
-    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
-        return;
-    };
-    assert_ne!(
-        first.cache_key("tiered", "k"),
-        second.cache_key("tiered", "k")
-    );
-    let fingerprint = Fingerprint::of_bytes(b"req");
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), false)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
-    assert_eq!(
-        call_k(&second, fingerprint, "two").await,
-        ("two".into(), false),
-        "the second store replayed the first store's cached result"
-    );
-    assert_eq!(
-        call_k(&second, fingerprint, "two").await,
-        ("two".into(), true)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
+    assert_each_replays_its_own_result(&first, &second).await;
     drop((first, second));
     pool.close().await;
 }
