@@ -1,5 +1,6 @@
 //! Operations per second of `RedisStore` against the plainest commands that do the same job,
-//! on the same server through the same client (the store's own multiplexed connection).
+//! on the same server through the same client library and connection type (the `redis`
+//! crate's multiplexed `ConnectionManager`; the raw commands go on one of their own).
 //!
 //! - fresh: a `Call` that claims and completes a new key (two script round trips), against
 //!   `SET key val NX PX` then `SET key result XX PX`;
@@ -23,8 +24,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{Call, CallOptions, Error, RedisStore};
+use support::redis::{RawRedis, RawReply};
 use tokio::time::Instant;
 
 const CALLERS: [usize; 3] = [1, 16, 64];
@@ -58,6 +59,8 @@ const KINDS: [Kind; 6] = [
 
 struct Bench {
     store: RedisStore,
+    /// The raw commands' connection.
+    raw: RawRedis,
     options: CallOptions,
     /// SHA-1 of [`LUA_SET`] and [`LUA_GET`], loaded on the server.
     lua_set: Vec<u8>,
@@ -66,7 +69,7 @@ struct Bench {
 
 impl Bench {
     async fn op(&self, kind: Kind, cell: &str, caller: usize, i: u64) -> Result<(), Error> {
-        let store = &self.store;
+        let (store, raw) = (&self.store, &self.raw);
         let prefix = store.key_prefix();
         match kind {
             Kind::StoreFresh => {
@@ -79,26 +82,25 @@ impl Bench {
             }
             Kind::RawFresh => {
                 let key = format!("{prefix}:raw-fresh-{cell}-{caller}-{i}");
-                let claimed = store
-                    .raw_command(&[b"SET", key.as_bytes(), b"claimed", b"NX", b"PX", TTL_MS])
+                let claimed = raw
+                    .try_command(&[b"SET", key.as_bytes(), b"claimed", b"NX", b"PX", TTL_MS])
                     .await?;
                 assert_eq!(claimed, RawReply::Status("OK".to_owned()));
                 let value = format!("\x01{i}");
-                store
-                    .raw_command(&[
-                        b"SET",
-                        key.as_bytes(),
-                        value.as_bytes(),
-                        b"XX",
-                        b"PX",
-                        TTL_MS,
-                    ])
-                    .await?;
+                raw.try_command(&[
+                    b"SET",
+                    key.as_bytes(),
+                    value.as_bytes(),
+                    b"XX",
+                    b"PX",
+                    TTL_MS,
+                ])
+                .await?;
             }
             Kind::LuaFresh => {
                 let key = format!("{prefix}:lua-fresh-{cell}-{caller}-{i}");
-                let claimed = store
-                    .raw_command(&[
+                let claimed = raw
+                    .try_command(&[
                         b"EVALSHA",
                         &self.lua_set,
                         b"1",
@@ -110,17 +112,16 @@ impl Bench {
                     .await?;
                 assert_eq!(claimed, RawReply::Status("OK".to_owned()));
                 let value = format!("\x01{i}");
-                store
-                    .raw_command(&[
-                        b"EVALSHA",
-                        &self.lua_set,
-                        b"1",
-                        key.as_bytes(),
-                        value.as_bytes(),
-                        b"XX",
-                        TTL_MS,
-                    ])
-                    .await?;
+                raw.try_command(&[
+                    b"EVALSHA",
+                    &self.lua_set,
+                    b"1",
+                    key.as_bytes(),
+                    value.as_bytes(),
+                    b"XX",
+                    TTL_MS,
+                ])
+                .await?;
             }
             Kind::StoreReplay => {
                 let key = format!("replay-{caller}");
@@ -132,13 +133,13 @@ impl Bench {
             }
             Kind::RawReplay => {
                 let key = format!("{prefix}:raw-replay-{caller}");
-                let value = store.raw_command(&[b"GET", key.as_bytes()]).await?;
+                let value = raw.try_command(&[b"GET", key.as_bytes()]).await?;
                 assert_eq!(value, RawReply::Data(b"\x0142".to_vec()));
             }
             Kind::LuaReplay => {
                 let key = format!("{prefix}:raw-replay-{caller}");
-                let value = store
-                    .raw_command(&[b"EVALSHA", &self.lua_get, b"1", key.as_bytes()])
+                let value = raw
+                    .try_command(&[b"EVALSHA", &self.lua_get, b"1", key.as_bytes()])
                     .await?;
                 assert_eq!(value, RawReply::Data(b"\x0142".to_vec()));
             }
@@ -154,8 +155,8 @@ impl Bench {
                 .run(async { Ok::<u64, Error>(42) })
                 .await?;
             let raw_key = format!("{}:raw-replay-{caller}", self.store.key_prefix());
-            self.store
-                .raw_command(&[b"SET", raw_key.as_bytes(), b"\x0142", b"PX", TTL_MS])
+            self.raw
+                .try_command(&[b"SET", raw_key.as_bytes(), b"\x0142", b"PX", TTL_MS])
                 .await?;
         }
         Ok(())
@@ -212,7 +213,10 @@ async fn run() {
             return;
         }
     };
-    let (lua_set, lua_get) = match (load(&store, LUA_SET).await, load(&store, LUA_GET).await) {
+    let Some(raw) = RawRedis::connect().await else {
+        return;
+    };
+    let (lua_set, lua_get) = match (load(&raw, LUA_SET).await, load(&raw, LUA_GET).await) {
         (Ok(set), Ok(get)) => (set, get),
         (Err(error), _) | (_, Err(error)) => {
             eprintln!("redis_throughput: loading the baseline scripts failed: {error}");
@@ -221,6 +225,7 @@ async fn run() {
     };
     let bench = Arc::new(Bench {
         store: store.clone(),
+        raw: raw.clone(),
         options: CallOptions::new()
             .lease(Duration::from_secs(30))
             .ttl(Duration::from_secs(60)),
@@ -239,7 +244,7 @@ async fn run() {
             for (kind, cell) in KINDS.iter().zip(cells.iter_mut()) {
                 let name = format!("{callers}-{round}");
                 let client_before = support::process_cpu();
-                let server_before = support::redis_data::server_cpu(&store).await;
+                let server_before = raw.server_cpu().await;
                 let started = Instant::now();
                 let ops = match measure(&bench, *kind, &name, callers).await {
                     Ok(ops) => ops,
@@ -250,9 +255,7 @@ async fn run() {
                 };
                 let elapsed = started.elapsed();
                 let client = support::process_cpu().saturating_sub(client_before);
-                let server = support::redis_data::server_cpu(&store)
-                    .await
-                    .saturating_sub(server_before);
+                let server = raw.server_cpu().await.saturating_sub(server_before);
                 cell.record(ops, elapsed, client, server);
             }
         }
@@ -319,16 +322,16 @@ async fn run() {
         );
     }
 
-    match support::redis_data::delete_prefix(&store, store.key_prefix()).await {
+    match raw.delete_prefix(store.key_prefix()).await {
         Ok(deleted) => println!("\nredis_throughput: deleted {deleted} keys"),
         Err(error) => eprintln!("redis_throughput: cleanup failed: {error}"),
     }
 }
 
 /// Loads a script and returns its SHA-1.
-async fn load(store: &RedisStore, code: &str) -> Result<Vec<u8>, Error> {
-    match store
-        .raw_command(&[b"SCRIPT", b"LOAD", code.as_bytes()])
+async fn load(raw: &RawRedis, code: &str) -> Result<Vec<u8>, Error> {
+    match raw
+        .try_command(&[b"SCRIPT", b"LOAD", code.as_bytes()])
         .await?
     {
         RawReply::Data(sha) => Ok(sha),

@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe};
-use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore,
 };
 use support::postgres::statement_calls;
+use support::redis::{RawRedis, RawReply};
 
 const CALLERS: [usize; 3] = [1, 16, 64];
 const ROUNDS: usize = 3;
@@ -219,6 +219,13 @@ async fn run() -> Result<(), Error> {
             return Ok(());
         }
     };
+    let raw = match RawRedis::connect_to(&redis_url).await {
+        Ok(raw) => raw,
+        Err(error) => {
+            println!("tiered_throughput: skipped, Redis not reachable at {redis_url}: {error}");
+            return Ok(());
+        }
+    };
     // The tiered store's durable half: its own table on the same pool.
     let durable = PostgresStore::builder()
         .table(&tiered_table)
@@ -231,7 +238,7 @@ async fn run() -> Result<(), Error> {
             .cache_prefix(&cache_prefix)
             .connect(durable, &redis_url)
             .await?;
-        measure(&postgres, &redis, tiered, &tiered_table, &redis_url).await
+        measure(&postgres, &redis, &raw, tiered, &tiered_table, &redis_url).await
     }
     .await;
 
@@ -245,7 +252,7 @@ async fn run() -> Result<(), Error> {
         }
     }
     for prefix in [&redis_prefix, &cache_prefix] {
-        match support::redis_data::delete_prefix(&redis, prefix).await {
+        match raw.delete_prefix(prefix).await {
             Ok(deleted) => println!("tiered_throughput: deleted {deleted} keys under {prefix}"),
             Err(error) => {
                 eprintln!("tiered_throughput: deleting keys under {prefix} failed: {error}")
@@ -258,6 +265,7 @@ async fn run() -> Result<(), Error> {
 async fn measure(
     postgres: &PostgresStore,
     redis: &RedisStore,
+    raw: &RawRedis,
     tiered: TieredStore,
     tiered_table: &str,
     redis_url: &str,
@@ -285,7 +293,7 @@ async fn measure(
     bench.every_key(TIERED, true).await?;
     let mut exists: Vec<&[u8]> = vec![b"EXISTS"];
     exists.extend(cache_keys.iter().map(String::as_bytes));
-    match redis.raw_command(&exists).await? {
+    match raw.try_command(&exists).await? {
         RawReply::Int(cached) if cached == KEYS as i64 => {}
         other => {
             return Err(failed(format!(
@@ -309,15 +317,13 @@ async fn measure(
             for turn in 0..NAMES.len() {
                 let which = (round + turn) % NAMES.len();
                 let client_before = support::process_cpu();
-                let redis_before = support::redis_data::server_cpu(redis).await;
+                let redis_before = raw.server_cpu().await;
                 let (ops, elapsed) = bench.replays(which, callers, CELL_TIME).await?;
                 let cell = &mut cells[which];
                 cell.rounds[round] = ops as f64 / elapsed.as_secs_f64();
                 cell.ops += ops;
                 cell.client_cpu += support::process_cpu().saturating_sub(client_before);
-                cell.redis_cpu += support::redis_data::server_cpu(redis)
-                    .await
-                    .saturating_sub(redis_before);
+                cell.redis_cpu += raw.server_cpu().await.saturating_sub(redis_before);
             }
         }
         results.push((callers, cells));

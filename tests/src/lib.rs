@@ -12,8 +12,9 @@
 //! - [`request`] and [`acquire`]: claims made directly on a store;
 //! - [`assert_duplicates_run_once`]: the check that concurrent duplicates run a body once;
 //! - [`Guarded`]: a store that owns its clean-up;
-//! - `postgres`, `sqlite`, `redis_data` (features `postgres`, `sqlite`, `redis`): stores
-//!   on tables, files and key prefixes of their own, and raw access behind a store's back;
+//! - `postgres`, `sqlite`, `redis` (features `postgres`, `sqlite`, `redis`): stores on
+//!   tables, files and key prefixes of their own, and raw access behind a store's back (for
+//!   Redis, a connection of the tests' own: the product crate has no raw-command hook);
 //! - [`redis_server`]: stopping and restarting the local Redis, for fault tests;
 //! - [`tcp_proxy`]: a proxy that can go silent, for timeout tests;
 //! - [`process_cpu`]: CPU time of this process, for benchmarks.
@@ -28,7 +29,7 @@ mod guarded;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
-pub mod redis_data;
+pub mod redis;
 pub mod redis_server;
 pub mod services;
 #[cfg(feature = "sqlite")]

@@ -73,24 +73,6 @@ pub fn stop_redis() -> bool {
     wait_until(Duration::from_secs(10), || !ping())
 }
 
-/// Deletes the keys of one prefix (`{prefix}:*`) from the local server when the test ends,
-/// passed or failed.
-pub struct DeleteKeys(
-    /// The prefix whose keys go.
-    pub String,
-);
-
-impl Drop for DeleteKeys {
-    fn drop(&mut self) {
-        let pattern = format!("{}:*", self.0);
-        if let Some(keys) = redis_cli(&["--scan", "--pattern", &pattern]) {
-            for key in keys.lines().filter(|line| !line.is_empty()) {
-                let _ = redis_cli(&["del", key]);
-            }
-        }
-    }
-}
-
 /// Restarts Redis if it is down when the test ends, passed or failed.
 pub struct RestartOnDrop;
 

@@ -12,13 +12,12 @@ use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
-use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{
-    Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore, idempotent,
+    Call, CallOptions, Error, IdempotencyStore, PostgresStore, TieredStore, idempotent,
 };
 use support::assert_duplicates_run_once;
 use support::postgres::{DropDatabase, DropTables, connect};
-use support::redis_server::{DeleteKeys as DeleteCacheKeys, redis_cli};
+use support::redis::{DeleteKeys as DeleteCacheKeys, RawRedis, RawReply};
 
 async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
     let (durable, tables) = connect(prefix, 16).await?;
@@ -37,27 +36,6 @@ async fn tiered_on(durable: PostgresStore, cache_prefix: &str) -> Option<TieredS
     {
         Ok(store) => Some(store),
         Err(error) => support::unavailable("Redis", &url, error),
-    }
-}
-
-/// A connection for raw, binary-safe commands to the Redis server (`redis-cli` output is
-/// text). It writes no keys under its own prefix.
-async fn raw_redis() -> Option<RedisStore> {
-    let url = support::redis_url();
-    match RedisStore::builder()
-        .key_prefix(support::unique_name("idem_tiered_raw"))
-        .connect(&url)
-        .await
-    {
-        Ok(store) => Some(store),
-        Err(error) => support::unavailable("Redis", &url, error),
-    }
-}
-
-async fn raw(redis: &RedisStore, args: &[&[u8]]) -> RawReply {
-    match redis.raw_command(args).await {
-        Ok(reply) => reply,
-        Err(error) => panic!("raw command {:?} failed: {error}", args.first()),
     }
 }
 
@@ -90,21 +68,30 @@ async fn replay_back_fills_the_cache_for_no_longer_than_the_record_lives() {
     let Some((store, _guards)) = tiered("idem_tiered_fill").await else {
         return;
     };
+    let Some(redis) = RawRedis::connect().await else {
+        return;
+    };
     let fingerprint = Fingerprint::of_bytes(b"req");
     completed_once(&store, "k", fingerprint).await;
     let cache_key = store.cache_key("tiered", "k");
-    assert_eq!(redis_cli(&["exists", &cache_key]).as_deref(), Some("0"));
+    assert_eq!(
+        redis.command(&[b"EXISTS", cache_key.as_bytes()]).await,
+        RawReply::Int(0)
+    );
 
     // The first replay reads PostgreSQL and copies the record into Redis...
     match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
         other => panic!("expected a replay, got {other:?}"),
     }
-    assert_eq!(redis_cli(&["exists", &cache_key]).as_deref(), Some("1"));
+    assert_eq!(
+        redis.command(&[b"EXISTS", cache_key.as_bytes()]).await,
+        RawReply::Int(1)
+    );
     // ...with a Redis expiry no later than the record's own (ttl 600 s).
-    let pttl: i64 = redis_cli(&["pttl", &cache_key])
-        .and_then(|ms| ms.parse().ok())
-        .expect("pttl");
+    let RawReply::Int(pttl) = redis.command(&[b"PTTL", cache_key.as_bytes()]).await else {
+        panic!("unexpected PTTL reply");
+    };
     assert!(pttl > 0 && pttl <= 600_000, "cache entry pttl {pttl}");
 }
 
@@ -151,12 +138,17 @@ async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
     let Some((store, _guards)) = tiered("idem_tiered_corrupt").await else {
         return;
     };
+    let Some(redis) = RawRedis::connect().await else {
+        return;
+    };
     let fingerprint = Fingerprint::of_bytes(b"req");
     completed_once(&store, "k", fingerprint).await;
     let cache_key = store.cache_key("tiered", "k");
     assert_eq!(
-        redis_cli(&["set", &cache_key, "garbage"]).as_deref(),
-        Some("OK")
+        redis
+            .command(&[b"SET", cache_key.as_bytes(), b"garbage"])
+            .await,
+        RawReply::Status("OK".to_owned())
     );
     match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
@@ -167,6 +159,9 @@ async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
 #[tokio::test]
 async fn a_key_never_completed_is_decided_by_postgres_only() {
     let Some((store, _guards)) = tiered("idem_tiered_fresh").await else {
+        return;
+    };
+    let Some(redis) = RawRedis::connect().await else {
         return;
     };
     // A cache entry for an in-progress key can never exist: claims go to PostgreSQL.
@@ -182,9 +177,10 @@ async fn a_key_never_completed_is_decided_by_postgres_only() {
             .expect("claim"),
         Claim::InFlight { .. }
     ));
+    let cache_key = store.cache_key("tiered", "k");
     assert_eq!(
-        redis_cli(&["exists", &store.cache_key("tiered", "k")]).as_deref(),
-        Some("0")
+        redis.command(&[b"EXISTS", cache_key.as_bytes()]).await,
+        RawReply::Int(0)
     );
 }
 
@@ -336,7 +332,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
         Ok(store) => store,
         Err(error) => return support::unavailable("Redis", &url, error).unwrap_or(()),
     };
-    let Some(redis) = raw_redis().await else {
+    let Some(redis) = RawRedis::connect().await else {
         return;
     };
     let cache_key = store.cache_key("tiered", "k");
@@ -442,7 +438,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
 
     // `A` had expired before the answer arrived: it must not be in the cache at all.
     assert_eq!(
-        raw(&redis, &[b"GET", cache_key.as_bytes()]).await,
+        redis.command(&[b"GET", cache_key.as_bytes()]).await,
         RawReply::Nil,
         "the back-fill cached A although A had expired"
     );
@@ -463,7 +459,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
     .fetch_one(&pool)
     .await
     .expect("read B's expiry");
-    let RawReply::Int(pttl) = raw(&redis, &[b"PTTL", cache_key.as_bytes()]).await else {
+    let RawReply::Int(pttl) = redis.command(&[b"PTTL", cache_key.as_bytes()]).await else {
         panic!("unexpected PTTL reply");
     };
     // One millisecond for Redis's clock, which counts whole milliseconds.
@@ -583,7 +579,7 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
     let Some((store, _guards)) = tiered("idem_tiered_flip").await else {
         return;
     };
-    let Some(redis) = raw_redis().await else {
+    let Some(redis) = RawRedis::connect().await else {
         return;
     };
     let fingerprint = Fingerprint::of_bytes(b"req");
@@ -600,7 +596,7 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
     // The first replay back-fills a real entry.
     assert_eq!(call().await.expect("replay").value, 7);
     let cache_key = store.cache_key("tiered", "k");
-    let RawReply::Data(good) = raw(&redis, &[b"GET", cache_key.as_bytes()]).await else {
+    let RawReply::Data(good) = redis.command(&[b"GET", cache_key.as_bytes()]).await else {
         panic!("the replay should have back-filled the cache");
     };
     // Flip the entry's last byte: the engine's payload is now `0x01` and one byte that is not
@@ -608,11 +604,9 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
     let mut damaged = good.clone();
     *damaged.last_mut().expect("a non-empty entry") ^= 0xff;
     assert_eq!(
-        raw(
-            &redis,
-            &[b"SET", cache_key.as_bytes(), &damaged, b"KEEPTTL"]
-        )
-        .await,
+        redis
+            .command(&[b"SET", cache_key.as_bytes(), &damaged, b"KEEPTTL"])
+            .await,
         RawReply::Status("OK".to_owned())
     );
 
@@ -624,7 +618,7 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
         assert_eq!(outcome.value, 7);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0, "the body never runs again");
-    match raw(&redis, &[b"GET", cache_key.as_bytes()]).await {
+    match redis.command(&[b"GET", cache_key.as_bytes()]).await {
         RawReply::Nil => {}
         RawReply::Data(entry) => assert_eq!(entry, good, "the damaged entry was replaced"),
         other => panic!("unexpected GET reply {other:?}"),
