@@ -294,10 +294,7 @@ async fn epochs_keep_growing_after_the_automatic_sweep_removed_the_record() {
                 ttl: Duration::from_secs(1),
                 ..support::request("swept", &key, OwnerId::new())
             };
-            match store.claim(&request).await.unwrap() {
-                Claim::Acquired(lease) => lease,
-                other => panic!("expected to acquire {key}, got {other:?}"),
-            }
+            support::acquire(&store, &request).await
         }
     };
     let first = claim("k".to_owned()).await;

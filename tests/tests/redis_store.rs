@@ -63,6 +63,22 @@ async fn shared(tag: &str) -> Option<Shared> {
     Some(Guarded::new(store, (keys, quiet)))
 }
 
+/// [`shared`], and a connection of the test's own for raw commands.
+async fn shared_with_raw(tag: &str) -> Option<(Shared, RawRedis)> {
+    let shared = shared(tag).await?;
+    Some((shared, RawRedis::connect().await?))
+}
+
+/// A store whose one connection goes through a proxy the test controls, a connection of the
+/// test's own straight to the server, and the guard that deletes the store's keys. The caller
+/// holds the binary's lock.
+async fn proxied(tag: &str) -> Option<(RedisStore, SilentProxy, RawRedis, DeleteKeys)> {
+    let prefix = prefix(tag);
+    let keys = DeleteKeys(prefix.clone());
+    let (store, proxy) = connect_through_proxy(RedisStore::builder().key_prefix(prefix)).await?;
+    Some((store, proxy, RawRedis::connect().await?, keys))
+}
+
 /// A second store for a test that already holds the lock (taking it twice could deadlock
 /// behind a waiting writer).
 async fn shared_while_locked(tag: &str) -> Option<Shared> {
@@ -175,10 +191,7 @@ async fn key_prefix_with_braces_is_rejected() {
 /// a persisted format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_record_layout_is_pinned() {
-    let Some(shared) = shared("layout").await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((shared, redis)) = shared_with_raw("layout").await else {
         return;
     };
     let store = shared.store();
@@ -293,10 +306,7 @@ async fn stored_record_layout_is_pinned() {
 /// Whatever the scope and key hold, the key names under the prefix are the fixed hashed form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_names_never_contain_caller_input() {
-    let Some(shared) = shared("names").await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((shared, redis)) = shared_with_raw("names").await else {
         return;
     };
     let store = shared.store();
@@ -392,13 +402,7 @@ async fn same_owner_retry_renews_the_lease_with_the_same_epoch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_cancelled_during_its_claim_does_not_leave_the_key_claimed_for_a_lease() {
     let _quiet = QUIET.clone().read_owned().await;
-    let prefix = prefix("cancelled-claim");
-    let _keys = DeleteKeys(prefix.clone());
-    let builder = RedisStore::builder().key_prefix(&prefix);
-    let Some((store, proxy)) = connect_through_proxy(builder).await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((store, proxy, redis, _keys)) = proxied("cancelled-claim").await else {
         return;
     };
     let record_key = store.record_key("cancelled", "k");
@@ -566,10 +570,7 @@ async fn assert_corrupt_record_is_an_error(
 /// An unreadable stored record is `Error::Decode`, never "absent": the body does not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
-    let Some(shared) = shared("corrupt").await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((shared, redis)) = shared_with_raw("corrupt").await else {
         return;
     };
     let store = shared.store();
@@ -577,6 +578,33 @@ async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
     let fp = fp.as_bytes();
     let owner = b"0123456789abcdef0123456789abcdef";
     let far = b"4102444800000"; // 2100-01-01 in Unix ms
+    // A readable completed record, and one change each (`None` removes the field).
+    let completed: [(&[u8], &[u8]); 6] = [
+        (b"v", b"1"),
+        (b"state", b"completed"),
+        (b"epoch", b"1"),
+        (b"fingerprint", fp),
+        (b"expires_at", far),
+        (b"payload", b"\x011"),
+    ];
+    let hset = |changes: &[(&'static [u8], Option<&'static [u8]>)]| -> Vec<&[u8]> {
+        let mut fields = completed.to_vec();
+        for &(name, value) in changes {
+            match (fields.iter().position(|(field, _)| *field == name), value) {
+                (Some(at), Some(value)) => fields[at].1 = value,
+                (Some(at), None) => {
+                    fields.remove(at);
+                }
+                (None, Some(value)) => fields.push((name, value)),
+                (None, None) => {}
+            }
+        }
+        let mut command: Vec<&[u8]> = vec![b"HSET"];
+        command.extend(fields.into_iter().flat_map(|(name, value)| [name, value]));
+        command
+    };
+    let in_progress: [(&[u8], Option<&[u8]>); 2] =
+        [(b"state", Some(b"in_progress")), (b"payload", None)];
     let cases: Vec<(&str, Vec<&[u8]>)> = vec![
         ("a string key", vec![b"SET", b"garbage"]),
         ("a list key", vec![b"RPUSH", b"x"]),
@@ -584,163 +612,34 @@ async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
             "a hash without record fields",
             vec![b"HSET", b"foo", b"bar"],
         ),
-        (
-            "an unknown format version",
-            vec![
-                b"HSET",
-                b"v",
-                b"2",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
-        ),
-        (
-            "a missing version",
-            vec![
-                b"HSET",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
-        ),
-        (
-            "a garbage epoch",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"one",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
-        ),
-        (
-            "a garbage expiry",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                b"soon",
-                b"payload",
-                b"\x011",
-            ],
-        ),
+        ("an unknown format version", hset(&[(b"v", Some(b"2"))])),
+        ("a missing version", hset(&[(b"v", None)])),
+        ("a garbage epoch", hset(&[(b"epoch", Some(b"one"))])),
+        ("a garbage expiry", hset(&[(b"expires_at", Some(b"soon"))])),
         (
             "a garbage fingerprint",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                b"xyz",
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
+            hset(&[(b"fingerprint", Some(b"xyz"))]),
         ),
         (
             "an unknown state",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"zombie",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-            ],
+            hset(&[(b"state", Some(b"zombie")), (b"payload", None)]),
         ),
         (
             "a completed record without payload",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-            ],
+            hset(&[(b"payload", None)]),
         ),
         (
             "an in-progress record with a garbage owner",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"in_progress",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"owner",
-                b"me",
-                b"lease_until",
-                far,
-            ],
+            hset(&[
+                in_progress[0],
+                in_progress[1],
+                (b"owner", Some(b"me")),
+                (b"lease_until", Some(far)),
+            ]),
         ),
         (
             "an in-progress record without a lease",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"in_progress",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"owner",
-                owner,
-            ],
+            hset(&[in_progress[0], in_progress[1], (b"owner", Some(owner))]),
         ),
     ];
     for (order_id, (what, write)) in (1u64..).zip(&cases) {
@@ -911,13 +810,7 @@ async fn store_client_address(redis: &RawRedis, proxy: &SilentProxy) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_call_is_two_round_trips_and_replay_is_one() {
     let _exclusive = QUIET.clone().write_owned().await;
-    let prefix = prefix("round-trips");
-    let _keys = DeleteKeys(prefix.clone());
-    let builder = RedisStore::builder().key_prefix(&prefix);
-    let Some((store, proxy)) = connect_through_proxy(builder).await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((store, proxy, redis, _keys)) = proxied("round-trips").await else {
         return;
     };
     let monitor = Monitor::start(&support::redis_url());

@@ -19,7 +19,7 @@ use idempotent_core::{
 };
 use serde::{Deserialize, Serialize};
 use support::sqlite::TempDb;
-use support::{assert_duplicates_run_once, request};
+use support::{acquire, assert_duplicates_run_once, request};
 use tokio::sync::Barrier;
 
 /// A store that owns its temporary database: the files go when the suite drops the store
@@ -143,17 +143,14 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
     let crashed = OwnerId::new();
 
     let store = SqliteStore::open(db.path()).await.unwrap();
-    let stale = match store
-        .claim(&ClaimRequest {
+    let stale = acquire(
+        &store,
+        &ClaimRequest {
             lease: lease_for,
             ..request("durable", "k", crashed)
-        })
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    };
+        },
+    )
+    .await;
     assert!(stale.epoch() > 0);
     // The process "dies" holding the claim: no release.
     drop(store);
@@ -171,17 +168,15 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
         other => panic!("the claim must survive the restart, got {other:?}"),
     }
     tokio::time::sleep(lease_for + Duration::from_millis(100)).await;
-    let current = match store
-        .claim(&ClaimRequest {
+    // A takeover, after the lease.
+    let current = acquire(
+        &store,
+        &ClaimRequest {
             lease: lease_for,
             ..request("durable", "k", OwnerId::new())
-        })
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected a takeover after the lease, got {other:?}"),
-    };
+        },
+    )
+    .await;
     assert!(
         current.epoch() > stale.epoch(),
         "the takeover fences the old owner"
@@ -357,17 +352,14 @@ async fn cancelled_claims_leave_no_transaction_open() {
     );
 
     // The writer connection is usable: a write transaction starts and commits.
-    let lease = match store
-        .claim(&ClaimRequest {
+    let lease = acquire(
+        &store,
+        &ClaimRequest {
             lease: lease_for,
             ..request("cancel", "after", OwnerId::new())
-        })
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    };
+        },
+    )
+    .await;
     store
         .complete(&lease, Bytes::from_static(b"ok"), lease_for)
         .await
@@ -408,14 +400,7 @@ async fn cancelled_claims_leave_no_transaction_open() {
 async fn release_in_background_without_a_runtime_does_nothing() {
     let db = TempDb::new("no-runtime");
     let store = SqliteStore::open(db.path()).await.unwrap();
-    let lease = match store
-        .claim(&request("bg", "k", OwnerId::new()))
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    };
+    let lease = acquire(&store, &request("bg", "k", OwnerId::new())).await;
     let outside = store.clone();
     std::thread::spawn(move || outside.release_in_background(lease))
         .join()

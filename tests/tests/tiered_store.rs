@@ -26,6 +26,14 @@ async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKe
     Some((store, (tables, DeleteCacheKeys(cache_prefix))))
 }
 
+/// [`tiered`], and a connection of the test's own to the Redis server, for raw commands.
+async fn tiered_with_raw(
+    prefix: &str,
+) -> Option<(TieredStore, RawRedis, (DropTables, DeleteCacheKeys))> {
+    let (store, guards) = tiered(prefix).await?;
+    Some((store, RawRedis::connect().await?, guards))
+}
+
 /// A tiered store on `durable`, caching under `cache_prefix` (the caller deletes the keys).
 async fn tiered_on(durable: PostgresStore, cache_prefix: &str) -> Option<TieredStore> {
     let url = support::redis_url();
@@ -65,10 +73,7 @@ async fn completed_once(store: &TieredStore, key: &str, fingerprint: Fingerprint
 
 #[tokio::test]
 async fn replay_back_fills_the_cache_for_no_longer_than_the_record_lives() {
-    let Some((store, _guards)) = tiered("idem_tiered_fill").await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_fill").await else {
         return;
     };
     let fingerprint = Fingerprint::of_bytes(b"req");
@@ -135,10 +140,7 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
 
 #[tokio::test]
 async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
-    let Some((store, _guards)) = tiered("idem_tiered_corrupt").await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_corrupt").await else {
         return;
     };
     let fingerprint = Fingerprint::of_bytes(b"req");
@@ -158,10 +160,7 @@ async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
 
 #[tokio::test]
 async fn a_key_never_completed_is_decided_by_postgres_only() {
-    let Some((store, _guards)) = tiered("idem_tiered_fresh").await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_fresh").await else {
         return;
     };
     // A cache entry for an in-progress key can never exist: claims go to PostgreSQL.
@@ -576,10 +575,7 @@ async fn tiered_stores_over_different_databases_do_not_share_cache_entries() {
 /// is replayed, and the damaged entry is deleted (and back-filled again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
-    let Some((store, _guards)) = tiered("idem_tiered_flip").await else {
-        return;
-    };
-    let Some(redis) = RawRedis::connect().await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_flip").await else {
         return;
     };
     let fingerprint = Fingerprint::of_bytes(b"req");
