@@ -267,12 +267,5 @@ async fn measure(bench: &Bench, store_table: &str) -> Result<(), Error> {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if let Err(error) = runtime.block_on(run()) {
-        eprintln!("postgres_throughput failed: {error} ({error:?})");
-        std::process::exit(1);
-    }
+    support::bench::main("postgres_throughput", run());
 }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idempotent_core::{Call, CallOptions, Error, RedisStore};
+use support::bench::{micros_per_op, process_cpu};
 use support::redis::{RawRedis, RawReply};
 use tokio::time::Instant;
 
@@ -180,24 +181,14 @@ impl Cell {
         self.client_cpu += client;
         self.server_cpu += server;
     }
-
-    fn micros_per_op(cpu: Duration, ops: u64) -> f64 {
-        cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
-    }
 }
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("redis_throughput: no tokio runtime: {error}");
-            return;
-        }
-    };
-    runtime.block_on(run());
+    // `run` reports its own failures.
+    support::bench::main("redis_throughput", async {
+        run().await;
+        Ok(())
+    });
 }
 
 async fn run() {
@@ -243,7 +234,7 @@ async fn run() {
         for round in 0..ROUNDS {
             for (kind, cell) in KINDS.iter().zip(cells.iter_mut()) {
                 let name = format!("{callers}-{round}");
-                let client_before = support::process_cpu();
+                let client_before = process_cpu();
                 let server_before = raw.server_cpu().await;
                 let started = Instant::now();
                 let ops = match measure(&bench, *kind, &name, callers).await {
@@ -254,7 +245,7 @@ async fn run() {
                     }
                 };
                 let elapsed = started.elapsed();
-                let client = support::process_cpu().saturating_sub(client_before);
+                let client = process_cpu().saturating_sub(client_before);
                 let server = raw.server_cpu().await.saturating_sub(server_before);
                 cell.record(ops, elapsed, client, server);
             }
@@ -311,8 +302,8 @@ async fn run() {
             .map(|cell| {
                 format!(
                     "{:.1} / {:.1}",
-                    Cell::micros_per_op(cell.client_cpu, cell.ops),
-                    Cell::micros_per_op(cell.server_cpu, cell.ops)
+                    micros_per_op(cell.client_cpu, cell.ops),
+                    micros_per_op(cell.server_cpu, cell.ops)
                 )
             })
             .collect();

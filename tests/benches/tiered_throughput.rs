@@ -30,6 +30,7 @@ use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe};
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore,
 };
+use support::bench::{micros_per_op, process_cpu};
 use support::postgres::statement_calls;
 use support::redis::{RawRedis, RawReply};
 
@@ -163,27 +164,10 @@ impl Cell {
     fn worst(&self) -> f64 {
         self.rounds.iter().copied().fold(f64::INFINITY, f64::min)
     }
-
-    fn micros_per_op(cpu: Duration, ops: u64) -> f64 {
-        cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
-    }
 }
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tiered_throughput: no tokio runtime: {error}");
-            return;
-        }
-    };
-    if let Err(error) = runtime.block_on(run()) {
-        eprintln!("tiered_throughput failed: {error} ({error:?})");
-        std::process::exit(1);
-    }
+    support::bench::main("tiered_throughput", run());
 }
 
 async fn run() -> Result<(), Error> {
@@ -316,13 +300,13 @@ async fn measure(
         for round in 0..ROUNDS {
             for turn in 0..NAMES.len() {
                 let which = (round + turn) % NAMES.len();
-                let client_before = support::process_cpu();
+                let client_before = process_cpu();
                 let redis_before = raw.server_cpu().await;
                 let (ops, elapsed) = bench.replays(which, callers, CELL_TIME).await?;
                 let cell = &mut cells[which];
                 cell.rounds[round] = ops as f64 / elapsed.as_secs_f64();
                 cell.ops += ops;
-                cell.client_cpu += support::process_cpu().saturating_sub(client_before);
+                cell.client_cpu += process_cpu().saturating_sub(client_before);
                 cell.redis_cpu += raw.server_cpu().await.saturating_sub(redis_before);
             }
         }
@@ -359,8 +343,8 @@ async fn measure(
         let cpu = cells.map(|cell| {
             format!(
                 "{:.1} / {:.1}",
-                Cell::micros_per_op(cell.client_cpu, cell.ops),
-                Cell::micros_per_op(cell.redis_cpu, cell.ops)
+                micros_per_op(cell.client_cpu, cell.ops),
+                micros_per_op(cell.redis_cpu, cell.ops)
             )
         });
         println!(

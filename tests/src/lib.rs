@@ -17,13 +17,13 @@
 //!   Redis, a connection of the tests' own: the product crate has no raw-command hook);
 //! - [`redis_server`]: stopping and restarting the local Redis, for fault tests;
 //! - [`tcp_proxy`]: a proxy that can go silent, for timeout tests;
-//! - [`process_cpu`]: CPU time of this process, for benchmarks.
+//! - [`bench`]: running a benchmark's `main`, and the CPU each operation cost.
 
 // The workspace's library lints: this package's own `[lints]` table does not inherit them.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bench;
 mod claims;
-mod cpu;
 mod duplicates;
 mod guarded;
 #[cfg(feature = "postgres")]
@@ -37,7 +37,6 @@ pub mod sqlite;
 pub mod tcp_proxy;
 
 pub use claims::{acquire, request};
-pub use cpu::process_cpu;
 pub use duplicates::assert_duplicates_run_once;
 pub use guarded::Guarded;
 pub use services::{postgres_url, redis_url, skip, unavailable, unique_name};
