@@ -337,21 +337,26 @@ async fn complete_in_commits_or_rolls_back_with_the_callers_transaction() {
         return;
     };
     let lease = acquire(&store, &request("tx.manual", "order-6", OwnerId::new())).await;
+    // A transaction that writes the user row and completes the record.
+    let write_and_complete = async |note: &str| {
+        let mut tx = store.pool().begin().await.unwrap();
+        insert_user_row(&mut tx, &user_table, 6, note)
+            .await
+            .unwrap();
+        store
+            .complete_in(
+                &mut tx,
+                &lease,
+                Bytes::from_static(b"\x016"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        tx
+    };
 
     // Rolled back: neither the write nor the record survives; the claim is still held.
-    let mut tx = store.pool().begin().await.unwrap();
-    insert_user_row(&mut tx, &user_table, 6, "rolled back")
-        .await
-        .unwrap();
-    store
-        .complete_in(
-            &mut tx,
-            &lease,
-            Bytes::from_static(b"\x016"),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let tx = write_and_complete("rolled back").await;
     tx.rollback().await.unwrap();
     assert_eq!(
         count(&store, format!("SELECT count(*) FROM {user_table}")).await,
@@ -365,19 +370,7 @@ async fn complete_in_commits_or_rolls_back_with_the_callers_transaction() {
     ));
 
     // Committed: both are there, and the record replays.
-    let mut tx = store.pool().begin().await.unwrap();
-    insert_user_row(&mut tx, &user_table, 6, "committed")
-        .await
-        .unwrap();
-    store
-        .complete_in(
-            &mut tx,
-            &lease,
-            Bytes::from_static(b"\x016"),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let tx = write_and_complete("committed").await;
     tx.commit().await.unwrap();
     assert_eq!(
         count(&store, format!("SELECT count(*) FROM {user_table}")).await,

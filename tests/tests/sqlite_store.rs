@@ -140,43 +140,26 @@ async fn completed_record_survives_reopening_the_file() {
 async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_lease() {
     let db = TempDb::new("durable-in-progress");
     let lease_for = Duration::from_millis(3000);
+    let claim = |owner| ClaimRequest {
+        lease: lease_for,
+        ..request("durable", "k", owner)
+    };
     let crashed = OwnerId::new();
 
     let store = SqliteStore::open(db.path()).await.unwrap();
-    let stale = acquire(
-        &store,
-        &ClaimRequest {
-            lease: lease_for,
-            ..request("durable", "k", crashed)
-        },
-    )
-    .await;
+    let stale = acquire(&store, &claim(crashed)).await;
     assert!(stale.epoch() > 0);
     // The process "dies" holding the claim: no release.
     drop(store);
 
     let store = SqliteStore::open(db.path()).await.unwrap();
-    match store
-        .claim(&ClaimRequest {
-            lease: lease_for,
-            ..request("durable", "k", OwnerId::new())
-        })
-        .await
-        .unwrap()
-    {
+    match store.claim(&claim(OwnerId::new())).await.unwrap() {
         Claim::InFlight { retry_after } => assert!(retry_after <= lease_for),
         other => panic!("the claim must survive the restart, got {other:?}"),
     }
     tokio::time::sleep(lease_for + Duration::from_millis(100)).await;
     // A takeover, after the lease.
-    let current = acquire(
-        &store,
-        &ClaimRequest {
-            lease: lease_for,
-            ..request("durable", "k", OwnerId::new())
-        },
-    )
-    .await;
+    let current = acquire(&store, &claim(OwnerId::new())).await;
     assert!(
         current.epoch() > stale.epoch(),
         "the takeover fences the old owner"
@@ -202,14 +185,7 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
     store.close().await;
 
     let store = SqliteStore::open(db.path()).await.unwrap();
-    match store
-        .claim(&ClaimRequest {
-            lease: lease_for,
-            ..request("durable", "k", OwnerId::new())
-        })
-        .await
-        .unwrap()
-    {
+    match store.claim(&claim(OwnerId::new())).await.unwrap() {
         Claim::Completed(record) => {
             assert_eq!(&record.payload[..], b"current");
             assert_eq!(record.epoch, current.epoch());
@@ -279,22 +255,26 @@ async fn poll_then_drop<F: Future>(future: F, polls: usize, pause: Duration) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_claims_leave_no_transaction_open() {
     const ATTEMPTS: usize = 400;
+    /// Every claim here holds for a minute.
+    const LEASE: Duration = Duration::from_secs(60);
+    fn claim(key: &str, owner: OwnerId) -> ClaimRequest<'_> {
+        ClaimRequest {
+            lease: LEASE,
+            ..request("cancel", key, owner)
+        }
+    }
     let db = TempDb::new("cancel");
     let store = SqliteStore::builder()
         .pool_size(2)
         .open(db.path())
         .await
         .unwrap();
-    let lease_for = Duration::from_secs(60);
     let owners: Vec<OwnerId> = (0..ATTEMPTS).map(|_| OwnerId::new()).collect();
     let keys: Vec<String> = (0..ATTEMPTS).map(|i| format!("k{i}")).collect();
 
     let mut cancelled = 0;
     for (i, (key, owner)) in keys.iter().zip(&owners).enumerate() {
-        let request = ClaimRequest {
-            lease: lease_for,
-            ..request("cancel", key, *owner)
-        };
+        let request = claim(key, *owner);
         let pause = Duration::from_micros((i % 7) as u64 * 15);
         if !poll_then_drop(store.claim(&request), 1 + i % 9, pause).await {
             cancelled += 1;
@@ -306,14 +286,7 @@ async fn cancelled_claims_leave_no_transaction_open() {
     // back, the same lease each time it asks.
     let (mut written, mut absent) = (0, 0);
     for (key, owner) in keys.iter().zip(&owners) {
-        match store
-            .claim(&ClaimRequest {
-                lease: lease_for,
-                ..request("cancel", key, OwnerId::new())
-            })
-            .await
-            .unwrap()
-        {
+        match store.claim(&claim(key, OwnerId::new())).await.unwrap() {
             Claim::InFlight { .. } => written += 1,
             Claim::Acquired(lease) => {
                 absent += 1;
@@ -322,22 +295,9 @@ async fn cancelled_claims_leave_no_transaction_open() {
             }
             other => panic!("unexpected state after a cancelled claim: {other:?}"),
         }
-        match store
-            .claim(&ClaimRequest {
-                lease: lease_for,
-                ..request("cancel", key, *owner)
-            })
-            .await
-            .unwrap()
-        {
+        match store.claim(&claim(key, *owner)).await.unwrap() {
             Claim::Acquired(lease) => {
-                let again = store
-                    .claim(&ClaimRequest {
-                        lease: lease_for,
-                        ..request("cancel", key, *owner)
-                    })
-                    .await
-                    .unwrap();
+                let again = store.claim(&claim(key, *owner)).await.unwrap();
                 assert_eq!(
                     again,
                     Claim::Acquired(lease),
@@ -352,16 +312,9 @@ async fn cancelled_claims_leave_no_transaction_open() {
     );
 
     // The writer connection is usable: a write transaction starts and commits.
-    let lease = acquire(
-        &store,
-        &ClaimRequest {
-            lease: lease_for,
-            ..request("cancel", "after", OwnerId::new())
-        },
-    )
-    .await;
+    let lease = acquire(&store, &claim("after", OwnerId::new())).await;
     store
-        .complete(&lease, Bytes::from_static(b"ok"), lease_for)
+        .complete(&lease, Bytes::from_static(b"ok"), LEASE)
         .await
         .unwrap();
 
@@ -372,23 +325,11 @@ async fn cancelled_claims_leave_no_transaction_open() {
         .open(db.path())
         .await
         .unwrap();
-    match other
-        .claim(&ClaimRequest {
-            lease: lease_for,
-            ..request("cancel", "other", OwnerId::new())
-        })
-        .await
-    {
+    match other.claim(&claim("other", OwnerId::new())).await {
         Ok(Claim::Acquired(_)) => {}
         other => panic!("the write lock must be free, got {other:?}"),
     }
-    match other
-        .claim(&ClaimRequest {
-            lease: lease_for,
-            ..request("cancel", "after", OwnerId::new())
-        })
-        .await
-    {
+    match other.claim(&claim("after", OwnerId::new())).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"ok"),
         other => panic!("expected the completed record, got {other:?}"),
     }
