@@ -254,7 +254,7 @@ async fn run() {
     }
 
     println!(
-        "\nredis_throughput: ops/s, best of {ROUNDS} rounds of {CELL_TIME:?}, one connection, {url}"
+        "\nredis_throughput: ops/s, best of {ROUNDS} rounds of {CELL_TIME:?}, one connection each, {url}"
     );
     println!(
         "{:>7} | {:>8} {:>8} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>8} {:>9} {:>9}",
