@@ -1,6 +1,6 @@
 //! Per-call overhead of `#[idempotent]` next to a plain `async fn` and a `#[cached]` hit.
 //!
-//! Run: `cargo bench -p idempotent-tests --bench overhead`
+//! Run: `cargo bench -p idempotent-tests --features bench --bench overhead`
 //! (results and ratios are written up in `BENCHMARKS.md`).
 //!
 //! Every measurement drives its futures itself: one current-thread tokio runtime, and one

@@ -17,9 +17,6 @@
 //! The server comes from `IDEMPOTENT_POSTGRES_URL` (default: the local one); without a
 //! server the benchmark prints one line and exits.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -270,12 +267,5 @@ async fn measure(bench: &Bench, store_table: &str) -> Result<(), Error> {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if let Err(error) = runtime.block_on(run()) {
-        eprintln!("postgres_throughput failed: {error} ({error:?})");
-        std::process::exit(1);
-    }
+    support::bench::main("postgres_throughput", run());
 }

@@ -1,5 +1,6 @@
 //! Operations per second of `RedisStore` against the plainest commands that do the same job,
-//! on the same server through the same client (the store's own multiplexed connection).
+//! on the same server through the same client library and connection type (the `redis`
+//! crate's multiplexed `ConnectionManager`; the raw commands go on one of their own).
 //!
 //! - fresh: a `Call` that claims and completes a new key (two script round trips), against
 //!   `SET key val NX PX` then `SET key result XX PX`;
@@ -20,14 +21,12 @@
 //! server comes from `IDEMPOTENT_REDIS_URL` (default `redis://127.0.0.1:6379/`). Keys live
 //! under a unique prefix and are deleted at the end.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{Call, CallOptions, Error, RedisStore};
+use support::bench::{micros_per_op, process_cpu};
+use support::redis::{RawRedis, RawReply};
 use tokio::time::Instant;
 
 const CALLERS: [usize; 3] = [1, 16, 64];
@@ -61,6 +60,8 @@ const KINDS: [Kind; 6] = [
 
 struct Bench {
     store: RedisStore,
+    /// The raw commands' connection.
+    raw: RawRedis,
     options: CallOptions,
     /// SHA-1 of [`LUA_SET`] and [`LUA_GET`], loaded on the server.
     lua_set: Vec<u8>,
@@ -69,7 +70,7 @@ struct Bench {
 
 impl Bench {
     async fn op(&self, kind: Kind, cell: &str, caller: usize, i: u64) -> Result<(), Error> {
-        let store = &self.store;
+        let (store, raw) = (&self.store, &self.raw);
         let prefix = store.key_prefix();
         match kind {
             Kind::StoreFresh => {
@@ -82,26 +83,25 @@ impl Bench {
             }
             Kind::RawFresh => {
                 let key = format!("{prefix}:raw-fresh-{cell}-{caller}-{i}");
-                let claimed = store
-                    .raw_command(&[b"SET", key.as_bytes(), b"claimed", b"NX", b"PX", TTL_MS])
+                let claimed = raw
+                    .try_command(&[b"SET", key.as_bytes(), b"claimed", b"NX", b"PX", TTL_MS])
                     .await?;
                 assert_eq!(claimed, RawReply::Status("OK".to_owned()));
                 let value = format!("\x01{i}");
-                store
-                    .raw_command(&[
-                        b"SET",
-                        key.as_bytes(),
-                        value.as_bytes(),
-                        b"XX",
-                        b"PX",
-                        TTL_MS,
-                    ])
-                    .await?;
+                raw.try_command(&[
+                    b"SET",
+                    key.as_bytes(),
+                    value.as_bytes(),
+                    b"XX",
+                    b"PX",
+                    TTL_MS,
+                ])
+                .await?;
             }
             Kind::LuaFresh => {
                 let key = format!("{prefix}:lua-fresh-{cell}-{caller}-{i}");
-                let claimed = store
-                    .raw_command(&[
+                let claimed = raw
+                    .try_command(&[
                         b"EVALSHA",
                         &self.lua_set,
                         b"1",
@@ -113,17 +113,16 @@ impl Bench {
                     .await?;
                 assert_eq!(claimed, RawReply::Status("OK".to_owned()));
                 let value = format!("\x01{i}");
-                store
-                    .raw_command(&[
-                        b"EVALSHA",
-                        &self.lua_set,
-                        b"1",
-                        key.as_bytes(),
-                        value.as_bytes(),
-                        b"XX",
-                        TTL_MS,
-                    ])
-                    .await?;
+                raw.try_command(&[
+                    b"EVALSHA",
+                    &self.lua_set,
+                    b"1",
+                    key.as_bytes(),
+                    value.as_bytes(),
+                    b"XX",
+                    TTL_MS,
+                ])
+                .await?;
             }
             Kind::StoreReplay => {
                 let key = format!("replay-{caller}");
@@ -135,13 +134,13 @@ impl Bench {
             }
             Kind::RawReplay => {
                 let key = format!("{prefix}:raw-replay-{caller}");
-                let value = store.raw_command(&[b"GET", key.as_bytes()]).await?;
+                let value = raw.try_command(&[b"GET", key.as_bytes()]).await?;
                 assert_eq!(value, RawReply::Data(b"\x0142".to_vec()));
             }
             Kind::LuaReplay => {
                 let key = format!("{prefix}:raw-replay-{caller}");
-                let value = store
-                    .raw_command(&[b"EVALSHA", &self.lua_get, b"1", key.as_bytes()])
+                let value = raw
+                    .try_command(&[b"EVALSHA", &self.lua_get, b"1", key.as_bytes()])
                     .await?;
                 assert_eq!(value, RawReply::Data(b"\x0142".to_vec()));
             }
@@ -157,8 +156,8 @@ impl Bench {
                 .run(async { Ok::<u64, Error>(42) })
                 .await?;
             let raw_key = format!("{}:raw-replay-{caller}", self.store.key_prefix());
-            self.store
-                .raw_command(&[b"SET", raw_key.as_bytes(), b"\x0142", b"PX", TTL_MS])
+            self.raw
+                .try_command(&[b"SET", raw_key.as_bytes(), b"\x0142", b"PX", TTL_MS])
                 .await?;
         }
         Ok(())
@@ -182,24 +181,14 @@ impl Cell {
         self.client_cpu += client;
         self.server_cpu += server;
     }
-
-    fn micros_per_op(cpu: Duration, ops: u64) -> f64 {
-        cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
-    }
 }
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("redis_throughput: no tokio runtime: {error}");
-            return;
-        }
-    };
-    runtime.block_on(run());
+    // `run` reports its own failures.
+    support::bench::main("redis_throughput", async {
+        run().await;
+        Ok(())
+    });
 }
 
 async fn run() {
@@ -215,7 +204,10 @@ async fn run() {
             return;
         }
     };
-    let (lua_set, lua_get) = match (load(&store, LUA_SET).await, load(&store, LUA_GET).await) {
+    let Some(raw) = RawRedis::connect().await else {
+        return;
+    };
+    let (lua_set, lua_get) = match (load(&raw, LUA_SET).await, load(&raw, LUA_GET).await) {
         (Ok(set), Ok(get)) => (set, get),
         (Err(error), _) | (_, Err(error)) => {
             eprintln!("redis_throughput: loading the baseline scripts failed: {error}");
@@ -224,6 +216,7 @@ async fn run() {
     };
     let bench = Arc::new(Bench {
         store: store.clone(),
+        raw: raw.clone(),
         options: CallOptions::new()
             .lease(Duration::from_secs(30))
             .ttl(Duration::from_secs(60)),
@@ -241,8 +234,8 @@ async fn run() {
         for round in 0..ROUNDS {
             for (kind, cell) in KINDS.iter().zip(cells.iter_mut()) {
                 let name = format!("{callers}-{round}");
-                let client_before = support::process_cpu();
-                let server_before = support::redis_data::server_cpu(&store).await;
+                let client_before = process_cpu();
+                let server_before = raw.server_cpu().await;
                 let started = Instant::now();
                 let ops = match measure(&bench, *kind, &name, callers).await {
                     Ok(ops) => ops,
@@ -252,10 +245,8 @@ async fn run() {
                     }
                 };
                 let elapsed = started.elapsed();
-                let client = support::process_cpu().saturating_sub(client_before);
-                let server = support::redis_data::server_cpu(&store)
-                    .await
-                    .saturating_sub(server_before);
+                let client = process_cpu().saturating_sub(client_before);
+                let server = raw.server_cpu().await.saturating_sub(server_before);
                 cell.record(ops, elapsed, client, server);
             }
         }
@@ -263,7 +254,7 @@ async fn run() {
     }
 
     println!(
-        "\nredis_throughput: ops/s, best of {ROUNDS} rounds of {CELL_TIME:?}, one connection, {url}"
+        "\nredis_throughput: ops/s, best of {ROUNDS} rounds of {CELL_TIME:?}, one connection each, {url}"
     );
     println!(
         "{:>7} | {:>8} {:>8} {:>8} {:>9} {:>9} | {:>8} {:>8} {:>8} {:>9} {:>9}",
@@ -311,8 +302,8 @@ async fn run() {
             .map(|cell| {
                 format!(
                     "{:.1} / {:.1}",
-                    Cell::micros_per_op(cell.client_cpu, cell.ops),
-                    Cell::micros_per_op(cell.server_cpu, cell.ops)
+                    micros_per_op(cell.client_cpu, cell.ops),
+                    micros_per_op(cell.server_cpu, cell.ops)
                 )
             })
             .collect();
@@ -322,16 +313,16 @@ async fn run() {
         );
     }
 
-    match support::redis_data::delete_prefix(&store, store.key_prefix()).await {
+    match raw.delete_prefix(store.key_prefix()).await {
         Ok(deleted) => println!("\nredis_throughput: deleted {deleted} keys"),
         Err(error) => eprintln!("redis_throughput: cleanup failed: {error}"),
     }
 }
 
 /// Loads a script and returns its SHA-1.
-async fn load(store: &RedisStore, code: &str) -> Result<Vec<u8>, Error> {
-    match store
-        .raw_command(&[b"SCRIPT", b"LOAD", code.as_bytes()])
+async fn load(raw: &RawRedis, code: &str) -> Result<Vec<u8>, Error> {
+    match raw
+        .try_command(&[b"SCRIPT", b"LOAD", code.as_bytes()])
         .await?
     {
         RawReply::Data(sha) => Ok(sha),

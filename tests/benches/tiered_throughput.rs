@@ -23,17 +23,16 @@
 //! local ones); without them the bench prints one line and exits. Tables and key prefixes are
 //! unique to the run; the tables are dropped and the keys deleted at the end.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe};
-use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore,
 };
+use support::bench::{micros_per_op, process_cpu};
+use support::postgres::statement_calls;
+use support::redis::{RawRedis, RawReply};
 
 const CALLERS: [usize; 3] = [1, 16, 64];
 const ROUNDS: usize = 3;
@@ -165,27 +164,10 @@ impl Cell {
     fn worst(&self) -> f64 {
         self.rounds.iter().copied().fold(f64::INFINITY, f64::min)
     }
-
-    fn micros_per_op(cpu: Duration, ops: u64) -> f64 {
-        cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
-    }
 }
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tiered_throughput: no tokio runtime: {error}");
-            return;
-        }
-    };
-    if let Err(error) = runtime.block_on(run()) {
-        eprintln!("tiered_throughput failed: {error} ({error:?})");
-        std::process::exit(1);
-    }
+    support::bench::main("tiered_throughput", run());
 }
 
 async fn run() -> Result<(), Error> {
@@ -221,6 +203,13 @@ async fn run() -> Result<(), Error> {
             return Ok(());
         }
     };
+    let raw = match RawRedis::connect_to(&redis_url).await {
+        Ok(raw) => raw,
+        Err(error) => {
+            println!("tiered_throughput: skipped, Redis not reachable at {redis_url}: {error}");
+            return Ok(());
+        }
+    };
     // The tiered store's durable half: its own table on the same pool.
     let durable = PostgresStore::builder()
         .table(&tiered_table)
@@ -233,7 +222,7 @@ async fn run() -> Result<(), Error> {
             .cache_prefix(&cache_prefix)
             .connect(durable, &redis_url)
             .await?;
-        measure(&postgres, &redis, tiered, &tiered_table, &redis_url).await
+        measure(&postgres, &redis, &raw, tiered, &tiered_table, &redis_url).await
     }
     .await;
 
@@ -247,7 +236,7 @@ async fn run() -> Result<(), Error> {
         }
     }
     for prefix in [&redis_prefix, &cache_prefix] {
-        match support::redis_data::delete_prefix(&redis, prefix).await {
+        match raw.delete_prefix(prefix).await {
             Ok(deleted) => println!("tiered_throughput: deleted {deleted} keys under {prefix}"),
             Err(error) => {
                 eprintln!("tiered_throughput: deleting keys under {prefix} failed: {error}")
@@ -260,6 +249,7 @@ async fn run() -> Result<(), Error> {
 async fn measure(
     postgres: &PostgresStore,
     redis: &RedisStore,
+    raw: &RawRedis,
     tiered: TieredStore,
     tiered_table: &str,
     redis_url: &str,
@@ -287,7 +277,7 @@ async fn measure(
     bench.every_key(TIERED, true).await?;
     let mut exists: Vec<&[u8]> = vec![b"EXISTS"];
     exists.extend(cache_keys.iter().map(String::as_bytes));
-    match redis.raw_command(&exists).await? {
+    match raw.try_command(&exists).await? {
         RawReply::Int(cached) if cached == KEYS as i64 => {}
         other => {
             return Err(failed(format!(
@@ -300,7 +290,7 @@ async fn measure(
         started.elapsed().as_secs_f64()
     );
 
-    let statements_before = statements_for(postgres, tiered_table).await;
+    let statements_before = statement_calls(postgres, tiered_table).await.ok();
     let mut results = Vec::new();
     for callers in CALLERS {
         let mut cells = [Cell::default(); 3];
@@ -310,21 +300,19 @@ async fn measure(
         for round in 0..ROUNDS {
             for turn in 0..NAMES.len() {
                 let which = (round + turn) % NAMES.len();
-                let client_before = support::process_cpu();
-                let redis_before = support::redis_data::server_cpu(redis).await;
+                let client_before = process_cpu();
+                let redis_before = raw.server_cpu().await;
                 let (ops, elapsed) = bench.replays(which, callers, CELL_TIME).await?;
                 let cell = &mut cells[which];
                 cell.rounds[round] = ops as f64 / elapsed.as_secs_f64();
                 cell.ops += ops;
-                cell.client_cpu += support::process_cpu().saturating_sub(client_before);
-                cell.redis_cpu += support::redis_data::server_cpu(redis)
-                    .await
-                    .saturating_sub(redis_before);
+                cell.client_cpu += process_cpu().saturating_sub(client_before);
+                cell.redis_cpu += raw.server_cpu().await.saturating_sub(redis_before);
             }
         }
         results.push((callers, cells));
     }
-    let statements_after = statements_for(postgres, tiered_table).await;
+    let statements_after = statement_calls(postgres, tiered_table).await.ok();
     let tiered_ops: u64 = results.iter().map(|(_, cells)| cells[TIERED].ops).sum();
 
     println!(
@@ -355,8 +343,8 @@ async fn measure(
         let cpu = cells.map(|cell| {
             format!(
                 "{:.1} / {:.1}",
-                Cell::micros_per_op(cell.client_cpu, cell.ops),
-                Cell::micros_per_op(cell.redis_cpu, cell.ops)
+                micros_per_op(cell.client_cpu, cell.ops),
+                micros_per_op(cell.redis_cpu, cell.ops)
             )
         });
         println!(
@@ -375,17 +363,4 @@ async fn measure(
         ),
     }
     Ok(())
-}
-
-/// `calls` summed over the statements `pg_stat_statements` has seen for `table`, if the
-/// extension is installed (it is not created here).
-async fn statements_for(store: &PostgresStore, table: &str) -> Option<i64> {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
-         WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'",
-    )
-    .bind(table)
-    .fetch_one(store.pool())
-    .await
-    .ok()
 }

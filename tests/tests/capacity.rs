@@ -71,12 +71,9 @@ async fn in_progress_claims_count_toward_capacity() {
     let runs = AtomicUsize::new(0);
     let claim = store
         .claim(&ClaimRequest {
-            scope: "capacity.raw",
-            key: "held",
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
             lease: Duration::from_secs(10),
             ttl: TTL,
+            ..support::request("capacity.raw", "held", OwnerId::new())
         })
         .await
         .unwrap();
@@ -195,12 +192,9 @@ async fn released_keys_take_no_capacity() {
     ));
     // A released key is claimed again with a higher epoch, though nothing of it was kept.
     let request = |owner| ClaimRequest {
-        scope: "released",
-        key: "k",
-        fingerprint: Fingerprint::NONE,
-        owner,
         lease: Duration::from_secs(10),
         ttl: TTL,
+        ..support::request("released", "k", owner)
     };
     let roomy = MemoryStore::new();
     let Claim::Acquired(first) = roomy.claim(&request(OwnerId::new())).await.unwrap() else {
@@ -256,12 +250,9 @@ async fn len_never_exceeds_capacity_under_concurrent_churn() {
                 for i in 0..CLAIMS_PER_WORKER {
                     let key = format!("{worker}-{}", i % 200);
                     let request = ClaimRequest {
-                        scope: "churn",
-                        key: &key,
-                        fingerprint: Fingerprint::NONE,
-                        owner: OwnerId::new(),
                         lease: Duration::from_millis(1),
                         ttl: Duration::from_millis(1),
+                        ..support::request("churn", &key, OwnerId::new())
                     };
                     let outcome = match store.claim(&request).await {
                         Ok(Claim::Acquired(lease)) if i % 2 == 0 => store.release(&lease).await,
@@ -300,17 +291,11 @@ async fn epochs_keep_growing_after_the_automatic_sweep_removed_the_record() {
         let store = store.clone();
         async move {
             let request = ClaimRequest {
-                scope: "swept",
-                key: &key,
-                fingerprint: Fingerprint::NONE,
-                owner: OwnerId::new(),
                 lease: Duration::from_secs(1),
                 ttl: Duration::from_secs(1),
+                ..support::request("swept", &key, OwnerId::new())
             };
-            match store.claim(&request).await.unwrap() {
-                Claim::Acquired(lease) => lease,
-                other => panic!("expected to acquire {key}, got {other:?}"),
-            }
+            support::acquire(&store, &request).await
         }
     };
     let first = claim("k".to_owned()).await;

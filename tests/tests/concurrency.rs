@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use idempotent_core::{Disposition, Error, MemoryStore, idempotent, observe};
+use support::assert_duplicates_run_once;
 use tokio::sync::{Barrier, Notify};
 
 const CALLS: usize = 1_000;
@@ -21,34 +22,10 @@ async fn slow_wait(store: MemoryStore, runs: Arc<AtomicUsize>, id: u64) -> Resul
 async fn thousand_concurrent_calls_wait_run_once_and_all_get_the_same_value() {
     let store = MemoryStore::new();
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(CALLS));
-
-    let handles: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                observe(slow_wait(store, runs, 7)).await
-            })
-        })
-        .collect();
-
-    let mut values = Vec::with_capacity(CALLS);
-    let (mut executed, mut replayed) = (0, 0);
-    for handle in handles {
-        let (result, how) = handle.await.unwrap();
-        values.push(result.unwrap());
-        match how {
-            Some(Disposition::Executed) => executed += 1,
-            Some(Disposition::Replayed) => replayed += 1,
-            None => panic!("an idempotent call reported no disposition"),
-        }
-    }
-
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!((executed, replayed), (1, CALLS - 1));
-    assert_eq!(values.len(), CALLS);
-    assert!(values.iter().all(|v| v == "result-7-run-1"), "{values:?}");
+    assert_duplicates_run_once(CALLS, &runs, "result-7-run-1".to_owned(), || {
+        slow_wait(store.clone(), runs.clone(), 7)
+    })
+    .await;
 }
 
 /// Rejections counted by the callers; the body stays in flight until every duplicate has been

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use idempotent_core::key::{Fingerprint, IdempotencyKey};
+use idempotent_core::key::IdempotencyKey;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::{Error, IdempotencyStore, MemoryStore, idempotent};
 use serde::{Deserialize, Serialize};
@@ -32,12 +32,8 @@ async fn plant(store: &MemoryStore, order_id: u64, payload: &[u8]) {
     let key = IdempotencyKey::builder(NAMESPACE).part(&order_id).finish();
     let claim = store
         .claim(&ClaimRequest {
-            scope: NAMESPACE,
-            key: key.as_str(),
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
-            lease: Duration::from_secs(30),
             ttl: Duration::from_secs(3600),
+            ..support::request(NAMESPACE, key.as_str(), OwnerId::new())
         })
         .await
         .unwrap();

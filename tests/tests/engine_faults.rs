@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, MIN_LEASE, MemoryStore, OnStoreError,
@@ -116,14 +115,7 @@ fn long_lease() -> CallOptions {
 /// Claims `key` directly on the store, as another caller would.
 async fn probe(store: &dyn IdempotencyStore, key: &str) -> Claim {
     store
-        .claim(&ClaimRequest {
-            scope: SCOPE,
-            key,
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
-            lease: Duration::from_secs(30),
-            ttl: Duration::from_secs(60),
-        })
+        .claim(&support::request(SCOPE, key, OwnerId::new()))
         .await
         .unwrap()
 }

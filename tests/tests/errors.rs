@@ -188,6 +188,21 @@ async fn panic_in_body_propagates_and_releases_the_key() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// The body of the `hangs_first` functions: hangs on its first run (until cancelled), returns
+/// `id` afterwards.
+async fn hang_on_the_first_run(
+    runs: &AtomicUsize,
+    started: &Notify,
+    id: u64,
+) -> Result<u64, Error> {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    started.notify_one();
+    if run == 1 {
+        pending::<()>().await;
+    }
+    Ok(id)
+}
+
 /// Hangs on its first run (until cancelled), succeeds afterwards. Rejects duplicates, so a
 /// claim left behind by a cancelled call would show up as `InFlight`.
 #[idempotent(key = "id", store = store, skip = "runs, started", on_in_flight = "reject")]
@@ -197,12 +212,7 @@ async fn hangs_first(
     started: Arc<Notify>,
     id: u64,
 ) -> Result<u64, Error> {
-    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
-    started.notify_one();
-    if run == 1 {
-        pending::<()>().await;
-    }
-    Ok(id)
+    hang_on_the_first_run(&runs, &started, id).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -252,12 +262,7 @@ async fn waiting_duplicate_runs_once_the_owner_is_cancelled() {
         started: Arc<Notify>,
         id: u64,
     ) -> Result<u64, Error> {
-        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
-        started.notify_one();
-        if run == 1 {
-            pending::<()>().await;
-        }
-        Ok(id)
+        hang_on_the_first_run(&runs, &started, id).await
     }
 
     let store = MemoryStore::new();

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use idempotent_core::key::{Fingerprint, IdempotencyKey};
+use idempotent_core::key::IdempotencyKey;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::{
     Call, CallOptions, Disposition, Error, IdempotencyStore, MemoryStore, OnInFlight, idempotent,
@@ -57,12 +57,9 @@ async fn abandon_claim(store: &MemoryStore, id: u64, lease: Duration) {
     let key = IdempotencyKey::builder(NAMESPACE).part(&id).finish();
     let claim = store
         .claim(&ClaimRequest {
-            scope: NAMESPACE,
-            key: key.as_str(),
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
             lease,
             ttl: Duration::from_secs(3600),
+            ..support::request(NAMESPACE, key.as_str(), OwnerId::new())
         })
         .await
         .unwrap();
@@ -186,12 +183,9 @@ async fn ttl_and_lease_of_duration_max_mean_forever_instead_of_panicking() {
     // An abandoned claim with an endless lease stays in flight (and does not overflow either).
     let held = store
         .claim(&ClaimRequest {
-            scope: "expiry.forever",
-            key: "held",
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
             lease: Duration::MAX,
             ttl: Duration::MAX,
+            ..support::request("expiry.forever", "held", OwnerId::new())
         })
         .await
         .unwrap();

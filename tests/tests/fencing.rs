@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idempotent_core::key::{Fingerprint, IdempotencyKey};
+use idempotent_core::key::IdempotencyKey;
 use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
 use idempotent_core::{
     Disposition, Error, IdempotencyStore, MemoryStore, current_epoch, idempotent, observe,
 };
+use support::acquire;
 use tokio::time::{advance, sleep};
 
 const SCOPE: &str = "fencing.store";
@@ -18,29 +19,20 @@ const KEY: &str = "key-1";
 const LEASE: Duration = Duration::from_secs(10);
 const TTL: Duration = Duration::from_secs(3600);
 
+/// A claim on this file's key with its lease and ttl.
 fn request(owner: OwnerId) -> ClaimRequest<'static> {
     ClaimRequest {
-        scope: SCOPE,
-        key: KEY,
-        fingerprint: Fingerprint::NONE,
-        owner,
         lease: LEASE,
         ttl: TTL,
-    }
-}
-
-async fn acquire(store: &MemoryStore, owner: OwnerId) -> Lease {
-    match store.claim(&request(owner)).await.unwrap() {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected Acquired, got {other:?}"),
+        ..support::request(SCOPE, KEY, owner)
     }
 }
 
 /// Owner A claims, stops heartbeating, and owner B takes over after the lease.
 async fn taken_over(store: &MemoryStore) -> (Lease, Lease) {
-    let stale = acquire(store, OwnerId::new()).await;
+    let stale = acquire(store, &request(OwnerId::new())).await;
     advance(LEASE).await;
-    let current = acquire(store, OwnerId::new()).await;
+    let current = acquire(store, &request(OwnerId::new())).await;
     (stale, current)
 }
 
@@ -129,7 +121,7 @@ async fn stale_owner_extend_after_takeover_is_lease_lost_and_changes_nothing() {
     // When the new owner's lease runs out, the record can be taken over again, proving the
     // stale extend did not renew it.
     advance(LEASE).await;
-    let third = acquire(&store, OwnerId::new()).await;
+    let third = acquire(&store, &request(OwnerId::new())).await;
     assert!(third.epoch() > current.epoch());
     assert_lease_lost(store.complete(&current, "x".as_bytes().into(), TTL).await);
 }
@@ -139,9 +131,9 @@ async fn same_owner_claim_retry_returns_acquired_with_the_same_epoch() {
     let store = MemoryStore::new();
     let owner = OwnerId::new();
 
-    let first = acquire(&store, owner).await;
+    let first = acquire(&store, &request(owner)).await;
     advance(Duration::from_secs(3)).await;
-    let retried = acquire(&store, owner).await;
+    let retried = acquire(&store, &request(owner)).await;
     assert_eq!(retried.epoch(), first.epoch());
     assert_eq!(retried, first);
 
@@ -161,9 +153,9 @@ async fn same_owner_claim_retry_returns_acquired_with_the_same_epoch() {
 #[tokio::test(start_paused = true)]
 async fn epoch_grows_after_a_release() {
     let store = MemoryStore::new();
-    let first = acquire(&store, OwnerId::new()).await;
+    let first = acquire(&store, &request(OwnerId::new())).await;
     store.release(&first).await.unwrap();
-    let second = acquire(&store, OwnerId::new()).await;
+    let second = acquire(&store, &request(OwnerId::new())).await;
     assert!(second.epoch() > first.epoch());
     // The released lease is no longer valid.
     assert_lease_lost(store.release(&first).await);
@@ -201,21 +193,15 @@ async fn current_epoch_after_a_takeover_is_greater_than_the_abandoned_claims() {
     let key = IdempotencyKey::builder("fencing.epoch")
         .part(&7u64)
         .finish();
-    let abandoned = match store
-        .claim(&ClaimRequest {
-            scope: "fencing.epoch",
-            key: key.as_str(),
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
+    let abandoned = acquire(
+        &store,
+        &ClaimRequest {
             lease: LEASE,
             ttl: TTL,
-        })
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected Acquired, got {other:?}"),
-    };
+            ..support::request("fencing.epoch", key.as_str(), OwnerId::new())
+        },
+    )
+    .await;
 
     advance(LEASE).await;
     let (epoch, how) = observe(epoch_of_body(&store, &runs, 7)).await;

@@ -89,12 +89,12 @@ async fn macro_stores_under_the_pinned_scope_and_key() {
     charge(&store, 42, "capture").await.unwrap();
     let claim = store
         .claim(&ClaimRequest {
-            scope: "orders.charge",
-            key: "894180452737bd1ae4b46516e7cacbc2491e17aa5bddb08bb14eb6baf71df9e1",
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
             lease: Duration::from_secs(1),
-            ttl: Duration::from_secs(60),
+            ..support::request(
+                "orders.charge",
+                "894180452737bd1ae4b46516e7cacbc2491e17aa5bddb08bb14eb6baf71df9e1",
+                OwnerId::new(),
+            )
         })
         .await
         .unwrap();
@@ -125,12 +125,9 @@ async fn stored_payload_is_a_version_byte_then_json() {
         .unwrap();
     let claim = store
         .claim(&ClaimRequest {
-            scope: "scope",
-            key: "key",
             fingerprint,
-            owner: OwnerId::new(),
             lease: Duration::from_secs(1),
-            ttl: Duration::from_secs(60),
+            ..support::request("scope", "key", OwnerId::new())
         })
         .await
         .unwrap();

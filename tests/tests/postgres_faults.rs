@@ -6,15 +6,14 @@
 
 #![cfg(feature = "postgres")]
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::stores::postgres::sqlx::{self, Connection, PgConnection};
 use idempotent_core::{Call, CallOptions, Error, OnInFlight, PostgresStore};
+use support::postgres::connect_with;
 
 const WORKERS: u64 = 4;
 /// Each worker's calls are bounded in count and in time.
@@ -47,56 +46,18 @@ async fn call(store: &PostgresStore, executions: &Executions, id: u64) -> Result
     Ok(outcome.is_replayed())
 }
 
-/// Drops the test table on a connection of its own when the test ends.
-struct DropTable {
-    url: String,
-    table: String,
-}
-
-impl Drop for DropTable {
-    fn drop(&mut self) {
-        let (url, table) = (self.url.clone(), self.table.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&url).await?;
-                sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-                    .execute(&mut connection)
-                    .await?;
-                connection.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_connections_fail_closed_and_the_same_store_recovers() {
-    let base_url = support::postgres_url();
-    // The store's connections carry an application name of their own, so the test can kill
-    // exactly them.
-    let application = support::unique_name("idem_fault_app");
-    let separator = if base_url.contains('?') { '&' } else { '?' };
-    let url = format!("{base_url}{separator}application_name={application}");
-    let table = support::unique_name("idem_fault");
-    let store = match PostgresStore::builder()
-        .table(&table)
-        .max_connections(4)
-        .connect(&url)
+    // The store's connections carry its table's name as their application name, so the test
+    // can kill exactly them.
+    let builder = PostgresStore::builder().max_connections(4);
+    let Some((store, _tables)) = connect_with("idem_fault", builder).await else {
+        return;
+    };
+    let application = store.table().to_owned();
+    let mut admin = PgConnection::connect(&support::postgres_url())
         .await
-    {
-        Ok(store) => store,
-        Err(error) => return support::unavailable("PostgreSQL", &base_url, error).unwrap_or(()),
-    };
-    let _drop_table = DropTable {
-        url: base_url.clone(),
-        table,
-    };
-    store.migrate().await.unwrap();
-    let mut admin = PgConnection::connect(&base_url).await.unwrap();
+        .unwrap();
     let executions: Executions = Arc::default();
 
     // Healthy: a few fresh calls, then their replays.

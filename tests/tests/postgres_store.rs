@@ -8,21 +8,17 @@
 
 #![cfg(feature = "postgres")]
 
-mod support;
-
-use support::postgres::{DropTables, connect};
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use idempotent_core::key::Fingerprint;
-use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::store::{Claim, Lease, OwnerId};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, PgConnection};
-use idempotent_core::{
-    Call, Disposition, Error, IdempotencyStore, PostgresStore, idempotent, observe,
-};
+use idempotent_core::{Call, Disposition, Error, IdempotencyStore, PostgresStore, idempotent};
+use support::postgres::{DropTables, connect, statement_calls};
+use support::{acquire, assert_duplicates_run_once, request};
 use tokio::sync::Barrier;
 
 // ---------------------------------------------------------------------------------------------
@@ -43,30 +39,12 @@ async fn count(store: &PostgresStore, statement: String) -> i64 {
         .expect("count query")
 }
 
-fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
-    ClaimRequest {
-        scope,
-        key,
-        fingerprint: Fingerprint::NONE,
-        owner,
-        lease: Duration::from_secs(30),
-        ttl: Duration::from_secs(60),
-    }
-}
-
-async fn acquire(store: &PostgresStore, scope: &str, key: &str) -> Lease {
-    match store.claim(&request(scope, key, OwnerId::new())).await {
-        Ok(Claim::Acquired(lease)) => lease,
-        other => panic!("expected to acquire {scope}/{key}, got {other:?}"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The conformance suite
 
 idempotent_core::store_conformance_tests!(postgres, async {
     let (store, tables) = crate::connect("idem_conf", 16).await?;
-    Some(Arc::new(crate::support::Guarded::new(store, tables)) as Arc<dyn IdempotencyStore>)
+    Some(Arc::new(support::Guarded::new(store, tables)) as Arc<dyn IdempotencyStore>)
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -87,28 +65,10 @@ async fn attribute_collapses_a_thousand_concurrent_duplicates_into_one_execution
         return;
     };
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(DUPLICATES));
-    let tasks: Vec<_> = (0..DUPLICATES)
-        .map(|_| {
-            let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                observe(ship(store, runs, 7)).await
-            })
-        })
-        .collect();
-    let (mut executed, mut replayed) = (0, 0);
-    for task in tasks {
-        let (result, how) = task.await.unwrap();
-        assert_eq!(result.unwrap(), "shipment-7-run-1");
-        match how {
-            Some(Disposition::Executed) => executed += 1,
-            Some(Disposition::Replayed) => replayed += 1,
-            None => panic!("no disposition reported"),
-        }
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
-    assert_eq!((executed, replayed), (1, DUPLICATES - 1));
+    assert_duplicates_run_once(DUPLICATES, &runs, "shipment-7-run-1".to_owned(), || {
+        ship(store.clone(), runs.clone(), 7)
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,7 +234,7 @@ async fn transactional_body_error_rolls_back_and_releases_the_key() {
         0
     );
     // Released: the next claim acquires, and the epoch keeps counting.
-    let lease = acquire(&store, "tx.error", "order-3").await;
+    let lease = acquire(&store, &request("tx.error", "order-3", OwnerId::new())).await;
     assert!(lease.epoch() > body_epoch.load(Ordering::SeqCst));
 }
 
@@ -376,22 +336,27 @@ async fn complete_in_commits_or_rolls_back_with_the_callers_transaction() {
     let Some((store, user_table, _tables)) = transactional_setup("idem_tx_manual").await else {
         return;
     };
-    let lease = acquire(&store, "tx.manual", "order-6").await;
+    let lease = acquire(&store, &request("tx.manual", "order-6", OwnerId::new())).await;
+    // A transaction that writes the user row and completes the record.
+    let write_and_complete = async |note: &str| {
+        let mut tx = store.pool().begin().await.unwrap();
+        insert_user_row(&mut tx, &user_table, 6, note)
+            .await
+            .unwrap();
+        store
+            .complete_in(
+                &mut tx,
+                &lease,
+                Bytes::from_static(b"\x016"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        tx
+    };
 
     // Rolled back: neither the write nor the record survives; the claim is still held.
-    let mut tx = store.pool().begin().await.unwrap();
-    insert_user_row(&mut tx, &user_table, 6, "rolled back")
-        .await
-        .unwrap();
-    store
-        .complete_in(
-            &mut tx,
-            &lease,
-            Bytes::from_static(b"\x016"),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let tx = write_and_complete("rolled back").await;
     tx.rollback().await.unwrap();
     assert_eq!(
         count(&store, format!("SELECT count(*) FROM {user_table}")).await,
@@ -405,19 +370,7 @@ async fn complete_in_commits_or_rolls_back_with_the_callers_transaction() {
     ));
 
     // Committed: both are there, and the record replays.
-    let mut tx = store.pool().begin().await.unwrap();
-    insert_user_row(&mut tx, &user_table, 6, "committed")
-        .await
-        .unwrap();
-    store
-        .complete_in(
-            &mut tx,
-            &lease,
-            Bytes::from_static(b"\x016"),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let tx = write_and_complete("committed").await;
     tx.commit().await.unwrap();
     assert_eq!(
         count(&store, format!("SELECT count(*) FROM {user_table}")).await,
@@ -527,7 +480,9 @@ async fn unreadable_rows_are_errors_and_never_run_the_body() {
         "an expired unreadable row: {claim:?}"
     );
     assert_eq!(store.purge_expired().await.unwrap(), 1);
-    let epoch = acquire(&store, "corrupt", "expired").await.epoch();
+    let epoch = acquire(&store, &request("corrupt", "expired", OwnerId::new()))
+        .await
+        .epoch();
     assert!(
         epoch > 1_700_000_000_000_000,
         "above 7 and the clock: {epoch}"
@@ -877,7 +832,7 @@ async fn oversized_scope_and_key_are_invalid_input() {
             .collect()
     };
     let (scope, key) = (noise(1024), noise(1024));
-    acquire(&store, &scope, &key).await;
+    acquire(&store, &request(&scope, &key, OwnerId::new())).await;
 }
 
 #[tokio::test]
@@ -897,7 +852,7 @@ async fn purge_removes_expired_rows_in_batches_and_keeps_live_ones() {
         ),
     )
     .await;
-    let live = acquire(&store, "purge", "live").await;
+    let live = acquire(&store, &request("purge", "live", OwnerId::new())).await;
     store
         .complete(&live, Bytes::from_static(b"\x01"), Duration::from_secs(60))
         .await
@@ -912,18 +867,6 @@ async fn purge_removes_expired_rows_in_batches_and_keeps_live_ones() {
 
 // ---------------------------------------------------------------------------------------------
 // Round trips, counted on the server
-
-/// `calls` summed over the statements pg_stat_statements has seen for `table`.
-async fn statements_for(store: &PostgresStore, table: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
-         WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'",
-    )
-    .bind(table)
-    .fetch_one(store.pool())
-    .await
-    .expect("pg_stat_statements")
-}
 
 #[tokio::test]
 async fn a_fresh_call_costs_two_statements_and_a_replay_one() {
@@ -945,6 +888,11 @@ async fn a_fresh_call_costs_two_statements_and_a_replay_one() {
             .unwrap_or(());
     }
     let table = store.table().to_owned();
+    let statements = async || {
+        statement_calls(&store, &table)
+            .await
+            .expect("pg_stat_statements")
+    };
     let run = |id: i64| {
         let key = id.to_string();
         let store = store.clone();
@@ -956,17 +904,17 @@ async fn a_fresh_call_costs_two_statements_and_a_replay_one() {
         }
     };
 
-    let before = statements_for(&store, &table).await;
+    let before = statements().await;
     for id in 0..CALLS {
         assert!(!run(id).await.is_replayed());
     }
-    let fresh = statements_for(&store, &table).await - before;
+    let fresh = statements().await - before;
 
-    let before = statements_for(&store, &table).await;
+    let before = statements().await;
     for id in 0..CALLS {
         assert!(run(id).await.is_replayed());
     }
-    let replay = statements_for(&store, &table).await - before;
+    let replay = statements().await - before;
 
     eprintln!(
         "round trips: fresh {} per call, replay {} per call",

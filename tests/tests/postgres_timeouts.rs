@@ -6,51 +6,18 @@
 
 #![cfg(feature = "postgres")]
 
-mod support;
-
-use support::postgres::{connect_through_proxy, connect_with};
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use idempotent_core::key::Fingerprint;
-use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::store::{Claim, OwnerId};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 use idempotent_core::{
     Call, CallOptions, Disposition, Error, IdempotencyStore, OnInFlight, PostgresStore,
 };
-
-fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
-    ClaimRequest {
-        scope,
-        key,
-        fingerprint: Fingerprint::NONE,
-        owner,
-        lease: Duration::from_secs(30),
-        ttl: Duration::from_secs(60),
-    }
-}
-
-async fn acquire(store: &PostgresStore, scope: &str, key: &str) -> Lease {
-    match store.claim(&request(scope, key, OwnerId::new())).await {
-        Ok(Claim::Acquired(lease)) => lease,
-        other => panic!("expected to acquire {scope}/{key}, got {other:?}"),
-    }
-}
-
-/// The error and its sources, as one line.
-fn describe(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
+use support::postgres::{connect_through_proxy, connect_with};
+use support::{acquire, request};
 
 // ---------------------------------------------------------------------------------------------
 // A server that stops answering
@@ -73,7 +40,7 @@ async fn times_out<T: std::fmt::Debug>(
     match outcome {
         Err(ref error @ Error::Store { backend, .. }) => {
             assert_eq!(backend, "postgres");
-            let text = describe(error);
+            let text = support::services::error_chain(error);
             assert!(text.contains("timed out"), "{what}: {text}");
         }
         other => panic!("{what}: expected a timed-out Error::Store, got {other:?}"),
@@ -95,7 +62,7 @@ async fn silent_server_fails_every_operation_within_the_timeout_and_the_store_re
     assert!(debug.contains("timeout: 1s"), "{debug}");
 
     // Claimed while the server answers: a completion, a release and an extension to make.
-    let held = acquire(&store, "silent", "held").await;
+    let held = acquire(&store, &request("silent", "held", OwnerId::new())).await;
     let mut transaction = store.pool().begin().await.unwrap();
 
     proxy.go_silent();
@@ -211,7 +178,7 @@ async fn waiting_on_locks(admin: &mut PgConnection, store: &PostgresStore) -> Ve
 
 /// A record a claim would take over (released), so the claim must lock its row.
 async fn released_row(store: &PostgresStore, scope: &str, key: &str) -> u64 {
-    let lease = acquire(store, scope, key).await;
+    let lease = acquire(store, &request(scope, key, OwnerId::new())).await;
     store.release(&lease).await.unwrap();
     lease.epoch()
 }
@@ -319,7 +286,7 @@ async fn claim_that_meets_an_uncommitted_completion_waits_then_replays_it() {
     let (scope, key) = ("locked", "tx");
     // The owner's lease has run out (it paused), so a duplicate would take the key over, but
     // the owner is committing its transactional completion right now: the row is locked.
-    let lease = acquire(&store, scope, key).await;
+    let lease = acquire(&store, &request(scope, key, OwnerId::new())).await;
     sqlx::query(AssertSqlSafe(format!(
         "UPDATE {} SET lease_until = statement_timestamp() - interval '1 second'",
         store.table()

@@ -7,16 +7,13 @@
 //! command as `.ci/run`) even when the test fails. It runs only against the local server at
 //! 127.0.0.1:6379, the one it can restart.
 
-mod support;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idempotent_core::key::Fingerprint;
-use idempotent_core::store::{ClaimRequest, OwnerId};
+use idempotent_core::store::OwnerId;
 use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, OnStoreError, RedisStore};
 use support::redis_server::{HOST, PORT, RestartOnDrop, ping, redis_cli, start_redis, stop_redis};
 use tokio::time::Instant;
@@ -185,14 +182,7 @@ async fn outage_fails_closed_and_the_same_store_recovers_after_restart() {
         assert_eq!(runs.of(&key), 0, "the body ran while Redis was down");
     }
     let claim = store
-        .claim(&ClaimRequest {
-            scope: SCOPE,
-            key: "down-claim",
-            fingerprint: Fingerprint::NONE,
-            owner: OwnerId::new(),
-            lease: Duration::from_secs(30),
-            ttl: Duration::from_secs(60),
-        })
+        .claim(&support::request(SCOPE, "down-claim", OwnerId::new()))
         .await;
     assert_store_error(&claim, "a claim while Redis is down");
     assert_store_error(&store.purge_expired().await, "a purge while Redis is down");

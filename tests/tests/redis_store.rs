@@ -5,14 +5,13 @@
 //! Every test uses its own key prefix (`support::unique_name`) and deletes its keys when it
 //! ends, so runs can repeat and overlap. The server comes from `IDEMPOTENT_REDIS_URL` (default
 //! `redis://127.0.0.1:6379/`); without it the tests print one line and skip, unless
-//! `IDEMPOTENT_REQUIRE_SERVICES=1`.
+//! `IDEMPOTENT_REQUIRE_SERVICES=1`. Raw commands (reading and writing records behind the
+//! store's back) go on a connection of the test's own (`RawRedis`), never on the store's.
 //!
 //! The round-trip test reads the server-global `INFO commandstats`. Every other test in this
 //! binary holds a shared lock that the round-trip test takes exclusively, so no test here runs
 //! commands during its measurement; traffic from other processes is ruled out by retrying
 //! until a measurement window sees nothing but the call under test.
-
-mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
@@ -20,15 +19,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use idempotent_core::key::{Fingerprint, IdempotencyKey};
 use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
-use idempotent_core::stores::redis::RawReply;
-use idempotent_core::{
-    Call, CallOptions, Disposition, Error, IdempotencyStore, RedisStore, idempotent, observe,
-};
-use tokio::sync::{Barrier, OwnedRwLockReadGuard, RwLock};
+use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, RedisStore, idempotent};
+use support::redis::{DeleteKeys, RawRedis, RawReply, connect_through_proxy};
+use support::tcp_proxy::SilentProxy;
+use support::{Guarded, acquire, assert_duplicates_run_once, request};
+use tokio::sync::RwLock;
 use tokio::time::Instant;
 
 /// Shared by every test in this binary; taken exclusively by the round-trip test.
@@ -36,138 +34,67 @@ static QUIET: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// A key prefix of the test's own.
+fn prefix(tag: &str) -> String {
+    support::unique_name(&format!("idem-test-{tag}"))
+}
+
 async fn connect(tag: &str) -> Option<RedisStore> {
     let url = support::redis_url();
-    let prefix = support::unique_name(&format!("idem-test-{tag}"));
-    match RedisStore::builder().key_prefix(prefix).connect(&url).await {
+    match RedisStore::builder()
+        .key_prefix(prefix(tag))
+        .connect(&url)
+        .await
+    {
         Ok(store) => Some(store),
         Err(error) => support::unavailable("Redis", &url, error),
     }
 }
 
-async fn raw(store: &RedisStore, args: &[&[u8]]) -> RawReply {
-    match store.raw_command(args).await {
-        Ok(reply) => reply,
-        Err(error) => panic!("raw command {:?} failed: {error} ({error:?})", args.first()),
-    }
-}
-
-/// Deletes the prefix's keys from a `Drop`: on a thread of its own with its own runtime and
-/// connection, so it works whatever runtime (if any) the value is dropped on. Never panics.
-fn delete_prefix_blocking(prefix: String) {
-    let cleanup = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async {
-            if let Ok(store) = RedisStore::builder()
-                .key_prefix(prefix)
-                .connect(&support::redis_url())
-                .await
-            {
-                let _ = support::redis_data::delete_prefix(&store, store.key_prefix()).await;
-            }
-        });
-    });
-    let _ = cleanup.join();
-}
-
 /// The store under test, holding the binary's shared lock and deleting its keys when the test
-/// is done with it. Delegates everything to the `RedisStore`.
-struct Shared {
-    store: RedisStore,
-    _quiet: Option<OwnedRwLockReadGuard<()>>,
+/// is done with it.
+type Shared = Guarded<RedisStore>;
+
+async fn shared(tag: &str) -> Option<Shared> {
+    let quiet = QUIET.clone().read_owned().await;
+    let store = connect(tag).await?;
+    // Deleted before the lock is released (a tuple drops its fields in order).
+    let keys = DeleteKeys(store.key_prefix().to_owned());
+    Some(Guarded::new(store, (keys, quiet)))
 }
 
-impl Shared {
-    async fn connect(tag: &str) -> Option<Shared> {
-        let quiet = QUIET.clone().read_owned().await;
-        Some(Shared {
-            store: connect(tag).await?,
-            _quiet: Some(quiet),
-        })
-    }
-
-    /// A second store for a test that already holds the lock (taking it twice could deadlock
-    /// behind a waiting writer).
-    async fn connect_while_locked(tag: &str) -> Option<Shared> {
-        Some(Shared {
-            store: connect(tag).await?,
-            _quiet: None,
-        })
-    }
+/// [`shared`], and a connection of the test's own for raw commands.
+async fn shared_with_raw(tag: &str) -> Option<(Shared, RawRedis)> {
+    let shared = shared(tag).await?;
+    Some((shared, RawRedis::connect().await?))
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        delete_prefix_blocking(self.store.key_prefix().to_owned());
-    }
+/// A store whose one connection goes through a proxy the test controls, a connection of the
+/// test's own straight to the server, and the guard that deletes the store's keys. The caller
+/// holds the binary's lock.
+async fn proxied(tag: &str) -> Option<(RedisStore, SilentProxy, RawRedis, DeleteKeys)> {
+    let prefix = prefix(tag);
+    let keys = DeleteKeys(prefix.clone());
+    let (store, proxy) = connect_through_proxy(RedisStore::builder().key_prefix(prefix)).await?;
+    Some((store, proxy, RawRedis::connect().await?, keys))
 }
 
-#[async_trait]
-impl IdempotencyStore for Shared {
-    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
-        self.store.claim(request).await
-    }
-
-    async fn complete(&self, lease: &Lease, payload: Bytes, ttl: Duration) -> Result<(), Error> {
-        self.store.complete(lease, payload, ttl).await
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        self.store.release(lease).await
-    }
-
-    async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.store.extend(lease, lease_for).await
-    }
-
-    fn release_in_background(&self, lease: Lease) {
-        self.store.release_in_background(lease);
-    }
-
-    fn abandon_claim_in_background(&self, request: &ClaimRequest<'_>) {
-        self.store.abandon_claim_in_background(request);
-    }
-
-    async fn purge_expired(&self) -> Result<u64, Error> {
-        self.store.purge_expired().await
-    }
-
-    async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
-        self.store.wait_for_change(scope, key, max_wait).await;
-    }
+/// A second store for a test that already holds the lock (taking it twice could deadlock
+/// behind a waiting writer).
+async fn shared_while_locked(tag: &str) -> Option<Shared> {
+    let store = connect(tag).await?;
+    let keys = DeleteKeys(store.key_prefix().to_owned());
+    Some(Guarded::new(store, keys))
 }
 
 idempotent_core::store_conformance_tests!(redis, async {
-    let shared = Shared::connect("conformance").await?;
+    let shared = shared("conformance").await?;
     Some(Arc::new(shared) as Arc<dyn IdempotencyStore>)
 });
 
-fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
-    ClaimRequest {
-        scope,
-        key,
-        fingerprint: Fingerprint::of_bytes(b"request"),
-        owner,
-        lease: LONG,
-        ttl: LONG,
-    }
-}
-
-async fn acquire(store: &RedisStore, request: &ClaimRequest<'_>) -> Lease {
-    match store.claim(request).await {
-        Ok(Claim::Acquired(lease)) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    }
-}
-
 /// The record's fields, as `HGETALL` returns them.
-async fn fields(store: &RedisStore, record_key: &str) -> Vec<(String, Vec<u8>)> {
-    let reply = raw(store, &[b"HGETALL", record_key.as_bytes()]).await;
+async fn fields(redis: &RawRedis, record_key: &str) -> Vec<(String, Vec<u8>)> {
+    let reply = redis.command(&[b"HGETALL", record_key.as_bytes()]).await;
     let RawReply::Array(items) = reply else {
         panic!("unexpected HGETALL reply {reply:?}");
     };
@@ -203,8 +130,8 @@ fn names(fields: &[(String, Vec<u8>)]) -> Vec<&str> {
     fields.iter().map(|(name, _)| name.as_str()).collect()
 }
 
-async fn server_ms(store: &RedisStore) -> u64 {
-    let reply = raw(store, &[b"TIME"]).await;
+async fn server_ms(redis: &RawRedis) -> u64 {
+    let reply = redis.command(&[b"TIME"]).await;
     let RawReply::Array(parts) = &reply else {
         panic!("unexpected TIME reply {reply:?}");
     };
@@ -215,8 +142,8 @@ async fn server_ms(store: &RedisStore) -> u64 {
     parse(secs) * 1000 + parse(micros) / 1000
 }
 
-async fn pttl(store: &RedisStore, record_key: &str) -> i64 {
-    match raw(store, &[b"PTTL", record_key.as_bytes()]).await {
+async fn pttl(redis: &RawRedis, record_key: &str) -> i64 {
+    match redis.command(&[b"PTTL", record_key.as_bytes()]).await {
         RawReply::Int(ms) => ms,
         other => panic!("unexpected PTTL reply {other:?}"),
     }
@@ -264,23 +191,24 @@ async fn key_prefix_with_braces_is_rejected() {
 /// a persisted format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_record_layout_is_pinned() {
-    let Some(shared) = Shared::connect("layout").await else {
+    let Some((shared, redis)) = shared_with_raw("layout").await else {
         return;
     };
-    let store = &shared.store;
+    let store = shared.store();
     let owner = OwnerId::new();
     let fingerprint = Fingerprint::of_bytes(b"request");
     let claim = ClaimRequest {
+        fingerprint,
         lease: Duration::from_secs(10),
         ttl: Duration::from_secs(3600),
         ..request("layout", "k", owner)
     };
-    let before = server_ms(store).await;
+    let before = server_ms(&redis).await;
     let lease = acquire(store, &claim).await;
-    let after = server_ms(store).await;
+    let after = server_ms(&redis).await;
     let record_key = store.record_key("layout", "k");
 
-    let progress = fields(store, &record_key).await;
+    let progress = fields(&redis, &record_key).await;
     assert_eq!(
         names(&progress),
         [
@@ -318,7 +246,7 @@ async fn stored_record_layout_is_pinned() {
     );
     assert!((before + 3_600_000..=after + 3_600_000).contains(&expires_at));
     // Redis deletes the record itself once the ttl and the 60 s retention have passed.
-    let ttl_left = pttl(store, &record_key).await;
+    let ttl_left = pttl(&redis, &record_key).await;
     assert!(
         (3_600_000..=3_660_000).contains(&ttl_left),
         "PTTL {ttl_left} must be the ttl plus the retention"
@@ -328,7 +256,7 @@ async fn stored_record_layout_is_pinned() {
         .complete(&lease, Bytes::from_static(b"\x00result\xff"), LONG)
         .await
         .unwrap();
-    let completed = fields(store, &record_key).await;
+    let completed = fields(&redis, &record_key).await;
     assert_eq!(
         names(&completed),
         [
@@ -348,12 +276,12 @@ async fn stored_record_layout_is_pinned() {
     assert_eq!(field(&completed, "state"), b"completed");
     assert_eq!(number(&completed, "epoch"), epoch);
     assert_eq!(field(&completed, "payload"), b"\x00result\xff");
-    let ttl_left = pttl(store, &record_key).await;
+    let ttl_left = pttl(&redis, &record_key).await;
     assert!((60_000..=120_000).contains(&ttl_left), "PTTL {ttl_left}");
 
     let lease = acquire(store, &request("layout", "released", OwnerId::new())).await;
     store.release(&lease).await.unwrap();
-    let released = fields(store, &store.record_key("layout", "released")).await;
+    let released = fields(&redis, &store.record_key("layout", "released")).await;
     assert_eq!(
         names(&released),
         [
@@ -378,10 +306,10 @@ async fn stored_record_layout_is_pinned() {
 /// Whatever the scope and key hold, the key names under the prefix are the fixed hashed form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_names_never_contain_caller_input() {
-    let Some(shared) = Shared::connect("names").await else {
+    let Some((shared, redis)) = shared_with_raw("names").await else {
         return;
     };
-    let store = &shared.store;
+    let store = shared.store();
     let cases = [
         ("scope:{tag}", "{tag}"),
         ("ünïcødé 中文", "ключ 🔑"),
@@ -393,18 +321,16 @@ async fn key_names_never_contain_caller_input() {
         acquire(store, &request(scope, key, OwnerId::new())).await;
     }
     let pattern = format!("{}:*", store.key_prefix());
-    let reply = raw(
-        store,
-        &[
+    let reply = redis
+        .command(&[
             b"SCAN",
             b"0",
             b"MATCH",
             pattern.as_bytes(),
             b"COUNT",
             b"10000",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let RawReply::Array(parts) = reply else {
         panic!("unexpected SCAN reply {reply:?}");
     };
@@ -440,10 +366,10 @@ async fn key_names_never_contain_caller_input() {
 /// A timed-out claim retried by the same owner gets the same epoch and a renewed lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_owner_retry_renews_the_lease_with_the_same_epoch() {
-    let Some(shared) = Shared::connect("retry").await else {
+    let Some(shared) = shared("retry").await else {
         return;
     };
-    let store = &shared.store;
+    let store = shared.store();
     let owner = OwnerId::new();
     let short = ClaimRequest {
         lease: Duration::from_millis(1500),
@@ -462,112 +388,64 @@ async fn same_owner_retry_renews_the_lease_with_the_same_epoch() {
     }
 }
 
-/// One field of the server's `CLIENT LIST` line for the connection with id `client_id`
-/// (the whole list is read: `CLIENT LIST ID` needs Redis 6.2).
-async fn client_field(observer: &RedisStore, client_id: i64, name: &str) -> String {
-    let reply = raw(observer, &[b"CLIENT", b"LIST"]).await;
-    let RawReply::Data(list) = reply else {
-        panic!("unexpected CLIENT LIST reply {reply:?}");
-    };
-    let list = String::from_utf8_lossy(&list).into_owned();
-    let id = format!("id={client_id} ");
-    let line = list
-        .lines()
-        .find(|line| line.starts_with(&id))
-        .unwrap_or_else(|| panic!("no client {client_id} in {list:?}"));
-    let prefix = format!("{name}=");
-    line.split_whitespace()
-        .find_map(|field| field.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-        .to_owned()
-}
-
 /// A call dropped while its claim is on the wire, after which Redis applies that claim, must
 /// not leave the key claimed for a whole lease: the engine gives the claim up in the
 /// background, and a duplicate acquires the key at once instead of waiting 30 s.
 ///
-/// How the test makes sure the claim reached Redis, and was applied only after the drop: it
-/// first blocks the store's connection (one multiplexed connection) with a `BLPOP` on an empty
-/// list. Redis runs a connection's commands in order, so commands sent after the `BLPOP` wait,
-/// unread, in that connection's query buffer until the list gets an element. The call is
-/// polled until `CLIENT LIST` shows its claim script in that buffer (`qbuf` > 0), then
-/// dropped, and the record is checked to be still absent. Pushing to the list then lets Redis
-/// run the dropped call's claim (which acquires the key, for nobody), followed by whatever the
-/// store sent to give it up.
+/// How the test makes sure the claim left the store, and was applied only after the drop: the
+/// store's one (multiplexed) connection goes through a proxy, which the test makes hold back
+/// everything the store sends. The call is polled until the proxy holds its claim script,
+/// then dropped, and the record is checked to be still absent (on a connection of the test's
+/// own, straight to the server). The proxy then delivers what it held, in order, as a healed
+/// network would: the dropped call's claim (which acquires the key, for nobody), followed by
+/// whatever the store sent to give it up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_cancelled_during_its_claim_does_not_leave_the_key_claimed_for_a_lease() {
-    let Some(shared) = Shared::connect("cancelled-claim").await else {
+    let _quiet = QUIET.clone().read_owned().await;
+    let Some((store, proxy, redis, _keys)) = proxied("cancelled-claim").await else {
         return;
     };
-    let Some(observer) = Shared::connect_while_locked("cancelled-claim-observer").await else {
-        return;
-    };
-    let (store, observer) = (&shared.store, &observer.store);
-    let gate = format!("{}:gate", store.key_prefix());
     let record_key = store.record_key("cancelled", "k");
     let options = CallOptions::new().lease(Duration::from_secs(30)).ttl(LONG);
     let runs = AtomicUsize::new(0);
-    let RawReply::Int(client_id) = raw(store, &[b"CLIENT", b"ID"]).await else {
-        panic!("unexpected CLIENT ID reply");
-    };
 
-    // Block the store's connection until the gate list gets an element (10 s at most).
-    let blocker = tokio::spawn({
-        let (store, gate) = (store.clone(), gate.clone());
-        async move { store.raw_command(&[b"BLPOP", gate.as_bytes(), b"10"]).await }
-    });
-    let mut blocked = false;
-    for _ in 0..500 {
-        if client_field(observer, client_id, "cmd").await == "blpop"
-            && client_field(observer, client_id, "flags")
-                .await
-                .contains('b')
-        {
-            blocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(blocked, "the store's connection never blocked on the gate");
+    // Hold back whatever the store sends from now on.
+    proxy.go_silent();
 
-    // Poll the call until its claim waits in the connection's query buffer, then drop it.
+    // Poll the call until the proxy holds its claim, then drop it.
     {
-        let call = Call::new(store, "cancelled", "k")
+        let call = Call::new(&store, "cancelled", "k")
             .options(options)
             .run(async {
                 runs.fetch_add(1, Ordering::SeqCst);
                 Ok::<u32, Error>(1)
             });
         let mut call = std::pin::pin!(call);
-        let mut queued = false;
+        let mut sent = false;
         for _ in 0..500 {
             tokio::select! {
                 biased;
-                outcome = &mut call => panic!("the call finished while Redis held its claim: {outcome:?}"),
+                outcome = &mut call => panic!("the call finished while its claim was held back: {outcome:?}"),
                 () = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
-            if client_field(observer, client_id, "qbuf").await != "0" {
-                queued = true;
+            if proxy.held_from_clients() > 0 {
+                sent = true;
                 break;
             }
         }
-        assert!(queued, "the call's claim never reached Redis");
+        assert!(sent, "the call's claim never left the store");
     }
     assert_eq!(
-        raw(observer, &[b"EXISTS", record_key.as_bytes()]).await,
+        redis.command(&[b"EXISTS", record_key.as_bytes()]).await,
         RawReply::Int(0),
         "the claim must not have been applied before the call was dropped"
     );
 
-    // Open the gate: Redis now applies the dropped call's claim, then what gives it up.
-    raw(observer, &[b"LPUSH", gate.as_bytes(), b"open"]).await;
-    match blocker.await.expect("blocker task") {
-        Ok(RawReply::Array(_)) => {}
-        other => panic!("the gate should have opened the BLPOP, got {other:?}"),
-    }
+    // Deliver what was held: Redis now applies the dropped call's claim, then what gives it up.
+    proxy.resume();
 
     // A duplicate with the same 30 s lease gets the key within seconds.
-    let duplicate = Call::new(store, "cancelled", "k")
+    let duplicate = Call::new(&store, "cancelled", "k")
         .options(options)
         .run(async {
             runs.fetch_add(1, Ordering::SeqCst);
@@ -589,11 +467,11 @@ async fn call_cancelled_during_its_claim_does_not_leave_the_key_claimed_for_a_le
 /// `purge_expired` counts only records it deleted, of its own prefix, and leaves live ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_removes_only_expired_records_of_its_prefix() {
-    let Some(shared) = Shared::connect("purge").await else {
+    let Some(shared) = shared("purge").await else {
         return;
     };
-    let store = &shared.store;
-    let Some(other) = Shared::connect_while_locked("purge-other").await else {
+    let store = shared.store();
+    let Some(other) = shared_while_locked("purge-other").await else {
         return;
     };
     for key in ["expired-1", "expired-2"] {
@@ -608,9 +486,9 @@ async fn purge_removes_only_expired_records_of_its_prefix() {
         .complete(&live, Bytes::from_static(b"x"), LONG)
         .await
         .unwrap();
-    let lease = acquire(&other.store, &request("purge", "expired", OwnerId::new())).await;
+    let lease = acquire(other.store(), &request("purge", "expired", OwnerId::new())).await;
     other
-        .store
+        .store()
         .complete(&lease, Bytes::from_static(b"x"), Duration::from_millis(50))
         .await
         .unwrap();
@@ -627,7 +505,7 @@ async fn purge_removes_only_expired_records_of_its_prefix() {
         Ok(Claim::Completed(_))
     ));
     // The other prefix's record is still there, expired: its next claim continues its epoch.
-    let again = acquire(&other.store, &request("purge", "expired", OwnerId::new())).await;
+    let again = acquire(other.store(), &request("purge", "expired", OwnerId::new())).await;
     assert!(again.epoch() > lease.epoch());
     // The purged ones are claimed afresh, with epochs still above every earlier one.
     let fresh = acquire(store, &request("purge", "expired-1", OwnerId::new())).await;
@@ -652,6 +530,7 @@ async fn corrupt_target(
 /// left as it was.
 async fn assert_corrupt_record_is_an_error(
     store: &RedisStore,
+    redis: &RawRedis,
     order_id: u64,
     write: &[&[u8]],
     what: &str,
@@ -662,7 +541,7 @@ async fn assert_corrupt_record_is_an_error(
     let record_key = store.record_key(CORRUPT_NAMESPACE, key.as_str());
     let mut command: Vec<&[u8]> = write.to_vec();
     command.insert(1, record_key.as_bytes());
-    raw(store, &command).await;
+    redis.command(&command).await;
 
     let runs = AtomicUsize::new(0);
     for _ in 0..2 {
@@ -680,7 +559,7 @@ async fn assert_corrupt_record_is_an_error(
         matches!(claim, Err(Error::Decode { .. })),
         "{what}: claim {claim:?}"
     );
-    let still_there = raw(store, &[b"EXISTS", record_key.as_bytes()]).await;
+    let still_there = redis.command(&[b"EXISTS", record_key.as_bytes()]).await;
     assert_eq!(
         still_there,
         RawReply::Int(1),
@@ -691,14 +570,41 @@ async fn assert_corrupt_record_is_an_error(
 /// An unreadable stored record is `Error::Decode`, never "absent": the body does not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
-    let Some(shared) = Shared::connect("corrupt").await else {
+    let Some((shared, redis)) = shared_with_raw("corrupt").await else {
         return;
     };
-    let store = &shared.store;
+    let store = shared.store();
     let fp = Fingerprint::NONE.to_hex();
     let fp = fp.as_bytes();
     let owner = b"0123456789abcdef0123456789abcdef";
     let far = b"4102444800000"; // 2100-01-01 in Unix ms
+    // A readable completed record, and one change each (`None` removes the field).
+    let completed: [(&[u8], &[u8]); 6] = [
+        (b"v", b"1"),
+        (b"state", b"completed"),
+        (b"epoch", b"1"),
+        (b"fingerprint", fp),
+        (b"expires_at", far),
+        (b"payload", b"\x011"),
+    ];
+    let hset = |changes: &[(&'static [u8], Option<&'static [u8]>)]| -> Vec<&[u8]> {
+        let mut fields = completed.to_vec();
+        for &(name, value) in changes {
+            match (fields.iter().position(|(field, _)| *field == name), value) {
+                (Some(at), Some(value)) => fields[at].1 = value,
+                (Some(at), None) => {
+                    fields.remove(at);
+                }
+                (None, Some(value)) => fields.push((name, value)),
+                (None, None) => {}
+            }
+        }
+        let mut command: Vec<&[u8]> = vec![b"HSET"];
+        command.extend(fields.into_iter().flat_map(|(name, value)| [name, value]));
+        command
+    };
+    let in_progress: [(&[u8], Option<&[u8]>); 2] =
+        [(b"state", Some(b"in_progress")), (b"payload", None)];
     let cases: Vec<(&str, Vec<&[u8]>)> = vec![
         ("a string key", vec![b"SET", b"garbage"]),
         ("a list key", vec![b"RPUSH", b"x"]),
@@ -706,172 +612,45 @@ async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
             "a hash without record fields",
             vec![b"HSET", b"foo", b"bar"],
         ),
-        (
-            "an unknown format version",
-            vec![
-                b"HSET",
-                b"v",
-                b"2",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
-        ),
-        (
-            "a missing version",
-            vec![
-                b"HSET",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
-        ),
-        (
-            "a garbage epoch",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"one",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
-        ),
-        (
-            "a garbage expiry",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                b"soon",
-                b"payload",
-                b"\x011",
-            ],
-        ),
+        ("an unknown format version", hset(&[(b"v", Some(b"2"))])),
+        ("a missing version", hset(&[(b"v", None)])),
+        ("a garbage epoch", hset(&[(b"epoch", Some(b"one"))])),
+        ("a garbage expiry", hset(&[(b"expires_at", Some(b"soon"))])),
         (
             "a garbage fingerprint",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                b"xyz",
-                b"expires_at",
-                far,
-                b"payload",
-                b"\x011",
-            ],
+            hset(&[(b"fingerprint", Some(b"xyz"))]),
         ),
         (
             "an unknown state",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"zombie",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-            ],
+            hset(&[(b"state", Some(b"zombie")), (b"payload", None)]),
         ),
         (
             "a completed record without payload",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"completed",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-            ],
+            hset(&[(b"payload", None)]),
         ),
         (
             "an in-progress record with a garbage owner",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"in_progress",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"owner",
-                b"me",
-                b"lease_until",
-                far,
-            ],
+            hset(&[
+                in_progress[0],
+                in_progress[1],
+                (b"owner", Some(b"me")),
+                (b"lease_until", Some(far)),
+            ]),
         ),
         (
             "an in-progress record without a lease",
-            vec![
-                b"HSET",
-                b"v",
-                b"1",
-                b"state",
-                b"in_progress",
-                b"epoch",
-                b"1",
-                b"fingerprint",
-                fp,
-                b"expires_at",
-                far,
-                b"owner",
-                owner,
-            ],
+            hset(&[in_progress[0], in_progress[1], (b"owner", Some(owner))]),
         ),
     ];
     for (order_id, (what, write)) in (1u64..).zip(&cases) {
-        assert_corrupt_record_is_an_error(store, order_id, write, what).await;
+        assert_corrupt_record_is_an_error(store, &redis, order_id, write, what).await;
     }
 
     // Writing over a key of another type is refused as unreadable too, not overwritten.
     let key_name = store.record_key("corrupt-cas", "k");
-    raw(store, &[b"SET", key_name.as_bytes(), b"garbage"]).await;
+    redis
+        .command(&[b"SET", key_name.as_bytes(), b"garbage"])
+        .await;
     let lease = Lease::new("corrupt-cas", "k", OwnerId::new(), 1);
     let complete = store.complete(&lease, Bytes::from_static(b"x"), LONG).await;
     assert!(
@@ -883,7 +662,7 @@ async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
     let extend = store.extend(&lease, LONG).await;
     assert!(matches!(extend, Err(Error::Decode { .. })), "{extend:?}");
     assert_eq!(
-        raw(store, &[b"GET", key_name.as_bytes()]).await,
+        redis.command(&[b"GET", key_name.as_bytes()]).await,
         RawReply::Data(b"garbage".to_vec())
     );
 }
@@ -901,82 +680,14 @@ async fn slow_once(store: RedisStore, runs: Arc<AtomicUsize>, id: u64) -> Result
 /// every caller gets its value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_idempotent_calls_run_once() {
-    let Some(shared) = Shared::connect("collapse").await else {
+    let Some(shared) = shared("collapse").await else {
         return;
     };
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(CALLS));
-    let tasks: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let (store, runs, barrier) = (shared.store.clone(), runs.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                observe(slow_once(store, runs, 7)).await
-            })
-        })
-        .collect();
-    let (mut executed, mut replayed) = (0, 0);
-    for task in tasks {
-        let (result, how) = task.await.unwrap();
-        assert_eq!(result.unwrap(), "result-7-run-1");
-        match how {
-            Some(Disposition::Executed) => executed += 1,
-            Some(Disposition::Replayed) => replayed += 1,
-            None => panic!("a call reported no disposition"),
-        }
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
-    assert_eq!((executed, replayed), (1, CALLS - 1));
-}
-
-/// Per-command call counts from `INFO commandstats`. Commands that scripts run inside Redis
-/// (`redis.call`) are counted too, so `total` is the server's work, not the round trips.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Commands {
-    evalsha: u64,
-    eval: u64,
-    /// Every command except `INFO` and `ECHO`, which the measurement itself sends.
-    total: u64,
-}
-
-impl std::ops::Sub for Commands {
-    type Output = Commands;
-    fn sub(self, before: Commands) -> Commands {
-        Commands {
-            evalsha: self.evalsha - before.evalsha,
-            eval: self.eval - before.eval,
-            total: self.total - before.total,
-        }
-    }
-}
-
-async fn commands(store: &RedisStore) -> Commands {
-    let reply = raw(store, &[b"INFO", b"commandstats"]).await;
-    let RawReply::Data(text) = reply else {
-        panic!("unexpected INFO reply {reply:?}");
-    };
-    let mut counts = Commands::default();
-    for line in String::from_utf8_lossy(&text).lines() {
-        let Some((name, stats)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|rest| rest.split_once(':'))
-        else {
-            continue;
-        };
-        let calls: u64 = stats
-            .split(',')
-            .find_map(|stat| stat.strip_prefix("calls="))
-            .and_then(|calls| calls.parse().ok())
-            .unwrap_or_else(|| panic!("no call count in {line:?}"));
-        match name {
-            "info" | "echo" => continue,
-            "evalsha" => counts.evalsha = calls,
-            "eval" => counts.eval = calls,
-            _ => {}
-        }
-        counts.total += calls;
-    }
-    counts
+    assert_duplicates_run_once(CALLS, &runs, "result-7-run-1".to_owned(), || {
+        slow_once(shared.store().clone(), runs.clone(), 7)
+    })
+    .await;
 }
 
 /// A `MONITOR` connection: every command the server runs, one line each, tagged with the
@@ -1063,28 +774,34 @@ impl Drop for Monitor {
     }
 }
 
-/// The store connection's client address, as the server sees it.
-async fn client_address(store: &RedisStore) -> String {
-    let reply = raw(store, &[b"CLIENT", b"INFO"]).await;
-    let RawReply::Data(info) = reply else {
-        panic!("unexpected CLIENT INFO reply {reply:?}");
+/// The address the server sees the store's connection come from: the proxy's one connection
+/// to the server, checked against the server's `CLIENT LIST`.
+async fn store_client_address(redis: &RawRedis, proxy: &SilentProxy) -> String {
+    let [address] = proxy.upstream_addresses()[..] else {
+        panic!(
+            "the store should have one connection, the proxy saw {:?}",
+            proxy.upstream_addresses()
+        );
     };
-    let info = String::from_utf8_lossy(&info).into_owned();
-    info.split(' ')
-        .find_map(|field| field.strip_prefix("addr="))
-        .unwrap_or_else(|| panic!("no addr in {info:?}"))
-        .to_owned()
-}
-
-async fn echo(store: &RedisStore, marker: &str) {
-    raw(store, &[b"ECHO", marker.as_bytes()]).await;
+    let address = address.to_string();
+    let list = redis.command(&[b"CLIENT", b"LIST"]).await.text();
+    let field = format!("addr={address}");
+    assert!(
+        list.lines()
+            .any(|line| line.split(' ').any(|entry| entry == field)),
+        "the server lists no client at {address}: {list}"
+    );
+    address
 }
 
 /// A fresh call costs two round trips (the claim script, the complete script) and a replay
 /// one (the claim script returns the payload), counted on the server.
 ///
 /// Two counts: `MONITOR` lists the commands the store's own connection sent (top-level ones,
-/// so these are the round trips, whatever else runs on the server); `INFO commandstats` counts
+/// so these are the round trips, whatever else runs on the server; the store connects through
+/// a proxy, whose connection to the server is how the test tells the store's connection from
+/// the others, and the markers and counts go on a connection of the test's own);
+/// `INFO commandstats` counts
 /// `EVALSHA` calls and all commands, including those the scripts run inside Redis. The
 /// commandstats are global to the server: the other tests of this binary are held off by the
 /// lock, and commands from other processes can only add to the counts, so the test measures
@@ -1093,14 +810,17 @@ async fn echo(store: &RedisStore, marker: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_call_is_two_round_trips_and_replay_is_one() {
     let _exclusive = QUIET.clone().write_owned().await;
-    let Some(store) = connect("round-trips").await else {
+    let Some((store, proxy, redis, _keys)) = proxied("round-trips").await else {
         return;
     };
     let monitor = Monitor::start(&support::redis_url());
     if monitor.is_none() {
         eprintln!("round trips: no MONITOR for this URL; counting with INFO commandstats only");
     }
-    let client = client_address(&store).await;
+    let client = store_client_address(&redis, &proxy).await;
+    let echo = async |marker: &str| {
+        redis.command(&[b"ECHO", marker.as_bytes()]).await;
+    };
     let options = CallOptions::new().lease(LONG).ttl(LONG);
     let call = |key: String| {
         let store = store.clone();
@@ -1125,14 +845,14 @@ async fn fresh_call_is_two_round_trips_and_replay_is_one() {
             format!("{}-mid-{attempt}", store.key_prefix()),
             format!("{}-end-{attempt}", store.key_prefix()),
         ];
-        let before = commands(&store).await;
-        echo(&store, &markers[0]).await;
+        let before = redis.commands().await;
+        echo(&markers[0]).await;
         let fresh = call(key.clone()).await;
-        echo(&store, &markers[1]).await;
-        let between = commands(&store).await;
+        echo(&markers[1]).await;
+        let between = redis.commands().await;
         let replay = call(key).await;
-        echo(&store, &markers[2]).await;
-        let after = commands(&store).await;
+        echo(&markers[2]).await;
+        let after = redis.commands().await;
         assert!(!fresh.is_replayed() && replay.is_replayed());
 
         if let Some(monitor) = &monitor {
@@ -1165,7 +885,6 @@ async fn fresh_call_is_two_round_trips_and_replay_is_one() {
                 "round trips: fresh call {fresh_cost:?}, replay {replay_cost:?} (totals include \
                  the commands the scripts run inside Redis; attempt {attempt})"
             );
-            let _ = support::redis_data::delete_prefix(&store, store.key_prefix()).await;
             return;
         }
         noisy.push((fresh_cost, replay_cost));
@@ -1174,7 +893,6 @@ async fn fresh_call_is_two_round_trips_and_replay_is_one() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = support::redis_data::delete_prefix(&store, store.key_prefix()).await;
     panic!(
         "no measurement showed exactly 2 script calls for a fresh call and 1 for a replay; \
          other traffic on the server? (fresh, replay) per attempt: {noisy:?}"

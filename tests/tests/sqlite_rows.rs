@@ -3,8 +3,6 @@
 //! (written and read), and rows the store did not write, which must be errors that never run
 //! the body.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -13,6 +11,7 @@ use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::{Call, Error, IdempotencyStore, SqliteStore};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Row};
+use support::request;
 use support::sqlite::TempDb;
 
 fn unix_ms() -> i64 {
@@ -31,15 +30,9 @@ async fn raw(db: &TempDb) -> SqliteConnection {
         .expect("raw connection")
 }
 
-fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId) -> ClaimRequest<'a> {
-    ClaimRequest {
-        scope,
-        key,
-        fingerprint: Fingerprint::of_bytes(b"request"),
-        owner,
-        lease: Duration::from_secs(30),
-        ttl: Duration::from_secs(60),
-    }
+/// The fingerprint of this file's claims, and of the rows it writes by hand.
+fn request_fingerprint() -> Fingerprint {
+    Fingerprint::of_bytes(b"request")
 }
 
 /// A row written behind the store's back, and why it must not decode.
@@ -67,7 +60,10 @@ async fn rows_are_written_in_the_documented_format() {
     let before = unix_ms();
 
     let Claim::Acquired(lease) = store
-        .claim(&request("fmt", "k", owner))
+        .claim(&ClaimRequest {
+            fingerprint: request_fingerprint(),
+            ..request("fmt", "k", owner)
+        })
         .await
         .expect("claim")
     else {
@@ -130,7 +126,10 @@ async fn rows_are_written_in_the_documented_format() {
     assert_eq!(row.get::<Vec<u8>, _>(4), b"\x01\"ok\"".to_vec());
 
     let Claim::Acquired(lease) = store
-        .claim(&request("fmt", "released", owner))
+        .claim(&ClaimRequest {
+            fingerprint: request_fingerprint(),
+            ..request("fmt", "released", owner)
+        })
         .await
         .expect("claim")
     else {
@@ -240,7 +239,10 @@ async fn rows_in_the_documented_format_are_read() {
         .expect("insert released");
 
     match store
-        .claim(&request("golden", "completed", OwnerId::new()))
+        .claim(&ClaimRequest {
+            fingerprint: request_fingerprint(),
+            ..request("golden", "completed", OwnerId::new())
+        })
         .await
     {
         Ok(Claim::Completed(record)) => {
@@ -250,19 +252,31 @@ async fn rows_in_the_documented_format_are_read() {
         other => panic!("expected the hand-written record, got {other:?}"),
     }
     // The owner column decodes to the same owner: its retried claim keeps the epoch.
-    match store.claim(&request("golden", "in_progress", owner)).await {
+    match store
+        .claim(&ClaimRequest {
+            fingerprint: request_fingerprint(),
+            ..request("golden", "in_progress", owner)
+        })
+        .await
+    {
         Ok(Claim::Acquired(lease)) => assert_eq!(lease.epoch(), 3),
         other => panic!("expected the owner's own claim, got {other:?}"),
     }
     match store
-        .claim(&request("golden", "in_progress", OwnerId::new()))
+        .claim(&ClaimRequest {
+            fingerprint: request_fingerprint(),
+            ..request("golden", "in_progress", OwnerId::new())
+        })
         .await
     {
         Ok(Claim::InFlight { .. }) => {}
         other => panic!("expected in flight, got {other:?}"),
     }
     match store
-        .claim(&request("golden", "released", OwnerId::new()))
+        .claim(&ClaimRequest {
+            fingerprint: request_fingerprint(),
+            ..request("golden", "released", OwnerId::new())
+        })
         .await
     {
         // Above the tombstone's epoch 4, and at least the clock in microseconds.
@@ -368,7 +382,13 @@ async fn unreadable_rows_are_errors_and_the_body_does_not_run() {
     }
 
     for BadRow { key, reason, .. } in &rows {
-        match store.claim(&request("corrupt", key, OwnerId::new())).await {
+        match store
+            .claim(&ClaimRequest {
+                fingerprint: request_fingerprint(),
+                ..request("corrupt", key, OwnerId::new())
+            })
+            .await
+        {
             Err(Error::Decode { scope, source }) => {
                 assert_eq!(scope, "corrupt");
                 assert!(
@@ -404,7 +424,10 @@ async fn unreadable_rows_are_errors_and_the_body_does_not_run() {
     assert_eq!(store.purge_expired().await.expect("purge"), 1);
     assert!(matches!(
         store
-            .claim(&request("corrupt", "unknown-state", OwnerId::new()))
+            .claim(&ClaimRequest {
+                fingerprint: request_fingerprint(),
+                ..request("corrupt", "unknown-state", OwnerId::new())
+            })
             .await,
         Ok(Claim::Acquired(_))
     ));

@@ -5,10 +5,6 @@
 //! Corrupt rows and the persisted row format, which need a raw connection, are in
 //! `sqlite_rows.rs`.
 
-mod support;
-
-use support::sqlite::TempDb;
-
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
@@ -17,12 +13,13 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::{
     Disposition, Error, IdempotencyStore, SqliteStore, SqliteStoreBuilder, idempotent, observe,
 };
 use serde::{Deserialize, Serialize};
+use support::sqlite::TempDb;
+use support::{acquire, assert_duplicates_run_once, request};
 use tokio::sync::Barrier;
 
 /// A store that owns its temporary database: the files go when the suite drops the store
@@ -63,17 +60,6 @@ idempotent_core::store_conformance_tests!(sqlite_in_memory, async {
     Some(Arc::new(store) as Arc<dyn IdempotencyStore>)
 });
 
-fn request<'a>(scope: &'a str, key: &'a str, owner: OwnerId, lease: Duration) -> ClaimRequest<'a> {
-    ClaimRequest {
-        scope,
-        key,
-        fingerprint: Fingerprint::of_bytes(b"request"),
-        owner,
-        lease,
-        ttl: Duration::from_secs(60),
-    }
-}
-
 const CALLS: usize = 1_000;
 
 #[idempotent(key = "id", store = store, skip = "runs", lease = "30s")]
@@ -88,29 +74,10 @@ async fn thousand_concurrent_duplicates_through_the_macro_run_once() {
     let db = TempDb::new("macro-1000");
     let store = SqliteStore::open(db.path()).await.unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(Barrier::new(CALLS));
-    let handles: Vec<_> = (0..CALLS)
-        .map(|_| {
-            let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                observe(slow_job(store, runs, 7)).await
-            })
-        })
-        .collect();
-
-    let (mut executed, mut replayed) = (0, 0);
-    for handle in handles {
-        let (result, how) = handle.await.unwrap();
-        assert_eq!(result.unwrap(), "job-7-run-1");
-        match how {
-            Some(Disposition::Executed) => executed += 1,
-            Some(Disposition::Replayed) => replayed += 1,
-            None => panic!("an idempotent call reported no disposition"),
-        }
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run once");
-    assert_eq!((executed, replayed), (1, CALLS - 1));
+    assert_duplicates_run_once(CALLS, &runs, "job-7-run-1".to_owned(), || {
+        slow_job(store.clone(), runs.clone(), 7)
+    })
+    .await;
     store.close().await;
 }
 
@@ -173,39 +140,26 @@ async fn completed_record_survives_reopening_the_file() {
 async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_lease() {
     let db = TempDb::new("durable-in-progress");
     let lease_for = Duration::from_millis(3000);
+    let claim = |owner| ClaimRequest {
+        lease: lease_for,
+        ..request("durable", "k", owner)
+    };
     let crashed = OwnerId::new();
 
     let store = SqliteStore::open(db.path()).await.unwrap();
-    let stale = match store
-        .claim(&request("durable", "k", crashed, lease_for))
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    };
+    let stale = acquire(&store, &claim(crashed)).await;
     assert!(stale.epoch() > 0);
     // The process "dies" holding the claim: no release.
     drop(store);
 
     let store = SqliteStore::open(db.path()).await.unwrap();
-    match store
-        .claim(&request("durable", "k", OwnerId::new(), lease_for))
-        .await
-        .unwrap()
-    {
+    match store.claim(&claim(OwnerId::new())).await.unwrap() {
         Claim::InFlight { retry_after } => assert!(retry_after <= lease_for),
         other => panic!("the claim must survive the restart, got {other:?}"),
     }
     tokio::time::sleep(lease_for + Duration::from_millis(100)).await;
-    let current = match store
-        .claim(&request("durable", "k", OwnerId::new(), lease_for))
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected a takeover after the lease, got {other:?}"),
-    };
+    // A takeover, after the lease.
+    let current = acquire(&store, &claim(OwnerId::new())).await;
     assert!(
         current.epoch() > stale.epoch(),
         "the takeover fences the old owner"
@@ -231,11 +185,7 @@ async fn in_progress_claim_survives_reopening_and_is_taken_over_only_after_its_l
     store.close().await;
 
     let store = SqliteStore::open(db.path()).await.unwrap();
-    match store
-        .claim(&request("durable", "k", OwnerId::new(), lease_for))
-        .await
-        .unwrap()
-    {
+    match store.claim(&claim(OwnerId::new())).await.unwrap() {
         Claim::Completed(record) => {
             assert_eq!(&record.payload[..], b"current");
             assert_eq!(record.epoch, current.epoch());
@@ -278,12 +228,7 @@ async fn table_names_are_validated() {
         assert_eq!(store.table(), name);
         // Tables in one file are independent stores.
         let claim = store
-            .claim(&request(
-                "tables",
-                "k",
-                OwnerId::new(),
-                Duration::from_secs(60),
-            ))
+            .claim(&request("tables", "k", OwnerId::new()))
             .await
             .unwrap();
         assert!(matches!(claim, Claim::Acquired(ref lease) if lease.epoch() > 0));
@@ -310,19 +255,26 @@ async fn poll_then_drop<F: Future>(future: F, polls: usize, pause: Duration) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_claims_leave_no_transaction_open() {
     const ATTEMPTS: usize = 400;
+    /// Every claim here holds for a minute.
+    const LEASE: Duration = Duration::from_secs(60);
+    fn claim(key: &str, owner: OwnerId) -> ClaimRequest<'_> {
+        ClaimRequest {
+            lease: LEASE,
+            ..request("cancel", key, owner)
+        }
+    }
     let db = TempDb::new("cancel");
     let store = SqliteStore::builder()
         .pool_size(2)
         .open(db.path())
         .await
         .unwrap();
-    let lease_for = Duration::from_secs(60);
     let owners: Vec<OwnerId> = (0..ATTEMPTS).map(|_| OwnerId::new()).collect();
     let keys: Vec<String> = (0..ATTEMPTS).map(|i| format!("k{i}")).collect();
 
     let mut cancelled = 0;
     for (i, (key, owner)) in keys.iter().zip(&owners).enumerate() {
-        let request = request("cancel", key, *owner, lease_for);
+        let request = claim(key, *owner);
         let pause = Duration::from_micros((i % 7) as u64 * 15);
         if !poll_then_drop(store.claim(&request), 1 + i % 9, pause).await {
             cancelled += 1;
@@ -334,11 +286,7 @@ async fn cancelled_claims_leave_no_transaction_open() {
     // back, the same lease each time it asks.
     let (mut written, mut absent) = (0, 0);
     for (key, owner) in keys.iter().zip(&owners) {
-        match store
-            .claim(&request("cancel", key, OwnerId::new(), lease_for))
-            .await
-            .unwrap()
-        {
+        match store.claim(&claim(key, OwnerId::new())).await.unwrap() {
             Claim::InFlight { .. } => written += 1,
             Claim::Acquired(lease) => {
                 absent += 1;
@@ -347,16 +295,9 @@ async fn cancelled_claims_leave_no_transaction_open() {
             }
             other => panic!("unexpected state after a cancelled claim: {other:?}"),
         }
-        match store
-            .claim(&request("cancel", key, *owner, lease_for))
-            .await
-            .unwrap()
-        {
+        match store.claim(&claim(key, *owner)).await.unwrap() {
             Claim::Acquired(lease) => {
-                let again = store
-                    .claim(&request("cancel", key, *owner, lease_for))
-                    .await
-                    .unwrap();
+                let again = store.claim(&claim(key, *owner)).await.unwrap();
                 assert_eq!(
                     again,
                     Claim::Acquired(lease),
@@ -371,16 +312,9 @@ async fn cancelled_claims_leave_no_transaction_open() {
     );
 
     // The writer connection is usable: a write transaction starts and commits.
-    let lease = match store
-        .claim(&request("cancel", "after", OwnerId::new(), lease_for))
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    };
+    let lease = acquire(&store, &claim("after", OwnerId::new())).await;
     store
-        .complete(&lease, Bytes::from_static(b"ok"), lease_for)
+        .complete(&lease, Bytes::from_static(b"ok"), LEASE)
         .await
         .unwrap();
 
@@ -391,17 +325,11 @@ async fn cancelled_claims_leave_no_transaction_open() {
         .open(db.path())
         .await
         .unwrap();
-    match other
-        .claim(&request("cancel", "other", OwnerId::new(), lease_for))
-        .await
-    {
+    match other.claim(&claim("other", OwnerId::new())).await {
         Ok(Claim::Acquired(_)) => {}
         other => panic!("the write lock must be free, got {other:?}"),
     }
-    match other
-        .claim(&request("cancel", "after", OwnerId::new(), lease_for))
-        .await
-    {
+    match other.claim(&claim("after", OwnerId::new())).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"ok"),
         other => panic!("expected the completed record, got {other:?}"),
     }
@@ -413,14 +341,7 @@ async fn cancelled_claims_leave_no_transaction_open() {
 async fn release_in_background_without_a_runtime_does_nothing() {
     let db = TempDb::new("no-runtime");
     let store = SqliteStore::open(db.path()).await.unwrap();
-    let lease = match store
-        .claim(&request("bg", "k", OwnerId::new(), Duration::from_secs(60)))
-        .await
-        .unwrap()
-    {
-        Claim::Acquired(lease) => lease,
-        other => panic!("expected to acquire, got {other:?}"),
-    };
+    let lease = acquire(&store, &request("bg", "k", OwnerId::new())).await;
     let outside = store.clone();
     std::thread::spawn(move || outside.release_in_background(lease))
         .join()
@@ -445,12 +366,7 @@ async fn two_stores_on_one_file_still_admit_one_claimer() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 store
-                    .claim(&request(
-                        "two-stores",
-                        "k",
-                        OwnerId::new(),
-                        Duration::from_secs(60),
-                    ))
+                    .claim(&request("two-stores", "k", OwnerId::new()))
                     .await
             })
         })
@@ -482,15 +398,16 @@ async fn purge_removes_more_than_one_batch_and_keeps_live_records() {
     for i in 0..EXPIRED {
         let key = format!("old{i}");
         let request = ClaimRequest {
+            lease: short,
             ttl: short,
-            ..request("purge", &key, OwnerId::new(), short)
+            ..request("purge", &key, OwnerId::new())
         };
         assert!(matches!(
             store.claim(&request).await.unwrap(),
             Claim::Acquired(_)
         ));
     }
-    let live = request("purge", "live", OwnerId::new(), Duration::from_secs(60));
+    let live = request("purge", "live", OwnerId::new());
     let Claim::Acquired(lease) = store.claim(&live).await.unwrap() else {
         panic!("expected to acquire");
     };
@@ -505,7 +422,10 @@ async fn purge_removes_more_than_one_batch_and_keeps_live_records() {
         .await
         .unwrap();
     match store
-        .claim(&request("purge", "old0", OwnerId::new(), short))
+        .claim(&ClaimRequest {
+            lease: short,
+            ..request("purge", "old0", OwnerId::new())
+        })
         .await
         .unwrap()
     {

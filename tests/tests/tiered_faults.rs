@@ -6,14 +6,13 @@
 
 #![cfg(feature = "tiered")]
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use idempotent_core::{Call, Error, TieredStore};
 use support::postgres::connect;
-use support::redis_server::{DeleteKeys, RestartOnDrop, ping, redis_cli, stop_redis};
+use support::redis::DeleteKeys;
+use support::redis_server::{RestartOnDrop, ping, redis_cli, stop_redis};
 
 async fn call(store: &TieredStore, runs: &AtomicUsize, key: &str) -> Result<(u64, bool), Error> {
     Call::new(store, "tiered-faults", key)

@@ -4,8 +4,6 @@
 
 #![cfg(feature = "tiered")]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,18 +12,26 @@ use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
-use idempotent_core::stores::redis::RawReply;
 use idempotent_core::{
-    Call, CallOptions, Error, IdempotencyStore, PostgresStore, RedisStore, TieredStore, idempotent,
+    Call, CallOptions, Error, IdempotencyStore, PostgresStore, TieredStore, idempotent,
 };
-use support::postgres::{DropTables, connect};
-use support::redis_server::{DeleteKeys as DeleteCacheKeys, redis_cli};
+use support::assert_duplicates_run_once;
+use support::postgres::{DropDatabase, DropTables, connect};
+use support::redis::{DeleteKeys as DeleteCacheKeys, RawRedis, RawReply};
 
 async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
     let (durable, tables) = connect(prefix, 16).await?;
     let cache_prefix = support::unique_name(prefix);
     let store = tiered_on(durable, &cache_prefix).await?;
     Some((store, (tables, DeleteCacheKeys(cache_prefix))))
+}
+
+/// [`tiered`], and a connection of the test's own to the Redis server, for raw commands.
+async fn tiered_with_raw(
+    prefix: &str,
+) -> Option<(TieredStore, RawRedis, (DropTables, DeleteCacheKeys))> {
+    let (store, guards) = tiered(prefix).await?;
+    Some((store, RawRedis::connect().await?, guards))
 }
 
 /// A tiered store on `durable`, caching under `cache_prefix` (the caller deletes the keys).
@@ -41,40 +47,17 @@ async fn tiered_on(durable: PostgresStore, cache_prefix: &str) -> Option<TieredS
     }
 }
 
-/// A connection for raw, binary-safe commands to the Redis server (`redis-cli` output is
-/// text). It writes no keys under its own prefix.
-async fn raw_redis() -> Option<RedisStore> {
-    let url = support::redis_url();
-    match RedisStore::builder()
-        .key_prefix(support::unique_name("idem_tiered_raw"))
-        .connect(&url)
-        .await
-    {
-        Ok(store) => Some(store),
-        Err(error) => support::unavailable("Redis", &url, error),
-    }
-}
-
-async fn raw(redis: &RedisStore, args: &[&[u8]]) -> RawReply {
-    match redis.raw_command(args).await {
-        Ok(reply) => reply,
-        Err(error) => panic!("raw command {:?} failed: {error}", args.first()),
-    }
-}
-
 idempotent_core::store_conformance_tests!(tiered, async {
     let (store, guards) = crate::tiered("idem_tiered_conf").await?;
-    Some(Arc::new(crate::support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>)
+    Some(Arc::new(support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>)
 });
 
-fn request<'a>(scope: &'a str, key: &'a str, fingerprint: Fingerprint) -> ClaimRequest<'a> {
+/// A claim on `("tiered", "k")` with `fingerprint`, by a new owner, for ten minutes.
+fn request_k(fingerprint: Fingerprint) -> ClaimRequest<'static> {
     ClaimRequest {
-        scope,
-        key,
         fingerprint,
-        owner: OwnerId::new(),
-        lease: Duration::from_secs(30),
         ttl: Duration::from_secs(600),
+        ..support::request("tiered", "k", OwnerId::new())
     }
 }
 
@@ -90,24 +73,30 @@ async fn completed_once(store: &TieredStore, key: &str, fingerprint: Fingerprint
 
 #[tokio::test]
 async fn replay_back_fills_the_cache_for_no_longer_than_the_record_lives() {
-    let Some((store, _guards)) = tiered("idem_tiered_fill").await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_fill").await else {
         return;
     };
     let fingerprint = Fingerprint::of_bytes(b"req");
     completed_once(&store, "k", fingerprint).await;
     let cache_key = store.cache_key("tiered", "k");
-    assert_eq!(redis_cli(&["exists", &cache_key]).as_deref(), Some("0"));
+    assert_eq!(
+        redis.command(&[b"EXISTS", cache_key.as_bytes()]).await,
+        RawReply::Int(0)
+    );
 
     // The first replay reads PostgreSQL and copies the record into Redis...
-    match store.claim(&request("tiered", "k", fingerprint)).await {
+    match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
         other => panic!("expected a replay, got {other:?}"),
     }
-    assert_eq!(redis_cli(&["exists", &cache_key]).as_deref(), Some("1"));
+    assert_eq!(
+        redis.command(&[b"EXISTS", cache_key.as_bytes()]).await,
+        RawReply::Int(1)
+    );
     // ...with a Redis expiry no later than the record's own (ttl 600 s).
-    let pttl: i64 = redis_cli(&["pttl", &cache_key])
-        .and_then(|ms| ms.parse().ok())
-        .expect("pttl");
+    let RawReply::Int(pttl) = redis.command(&[b"PTTL", cache_key.as_bytes()]).await else {
+        panic!("unexpected PTTL reply");
+    };
     assert!(pttl > 0 && pttl <= 600_000, "cache entry pttl {pttl}");
 }
 
@@ -119,7 +108,7 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
     let fingerprint = Fingerprint::of_bytes(b"req");
     completed_once(&store, "k", fingerprint).await;
     assert!(matches!(
-        store.claim(&request("tiered", "k", fingerprint)).await,
+        store.claim(&request_k(fingerprint)).await,
         Ok(Claim::Completed(_))
     ));
     // Remove the record from PostgreSQL behind the store's back: only the cache has it now.
@@ -128,7 +117,7 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
         .execute(store.durable().pool())
         .await
         .expect("delete");
-    match store.claim(&request("tiered", "k", fingerprint)).await {
+    match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => {
             assert_eq!(&record.payload[..], b"\x017");
             assert!(record.epoch > 0);
@@ -142,7 +131,7 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
     // The cache also enforces the fingerprint.
     assert_eq!(
         store
-            .claim(&request("tiered", "k", Fingerprint::of_bytes(b"other")))
+            .claim(&request_k(Fingerprint::of_bytes(b"other")))
             .await
             .expect("claim"),
         Claim::PayloadMismatch
@@ -151,17 +140,19 @@ async fn replays_are_served_from_the_cache_once_back_filled() {
 
 #[tokio::test]
 async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
-    let Some((store, _guards)) = tiered("idem_tiered_corrupt").await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_corrupt").await else {
         return;
     };
     let fingerprint = Fingerprint::of_bytes(b"req");
     completed_once(&store, "k", fingerprint).await;
     let cache_key = store.cache_key("tiered", "k");
     assert_eq!(
-        redis_cli(&["set", &cache_key, "garbage"]).as_deref(),
-        Some("OK")
+        redis
+            .command(&[b"SET", cache_key.as_bytes(), b"garbage"])
+            .await,
+        RawReply::Status("OK".to_owned())
     );
-    match store.claim(&request("tiered", "k", fingerprint)).await {
+    match store.claim(&request_k(fingerprint)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x017"),
         other => panic!("expected PostgreSQL's record, got {other:?}"),
     }
@@ -169,25 +160,26 @@ async fn an_unreadable_cache_entry_is_ignored_and_postgres_answers() {
 
 #[tokio::test]
 async fn a_key_never_completed_is_decided_by_postgres_only() {
-    let Some((store, _guards)) = tiered("idem_tiered_fresh").await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_fresh").await else {
         return;
     };
     // A cache entry for an in-progress key can never exist: claims go to PostgreSQL.
     let first = store
-        .claim(&request("tiered", "k", Fingerprint::NONE))
+        .claim(&request_k(Fingerprint::NONE))
         .await
         .expect("claim");
     assert!(matches!(first, Claim::Acquired(_)));
     assert!(matches!(
         store
-            .claim(&request("tiered", "k", Fingerprint::NONE))
+            .claim(&request_k(Fingerprint::NONE))
             .await
             .expect("claim"),
         Claim::InFlight { .. }
     ));
+    let cache_key = store.cache_key("tiered", "k");
     assert_eq!(
-        redis_cli(&["exists", &store.cache_key("tiered", "k")]).as_deref(),
-        Some("0")
+        redis.command(&[b"EXISTS", cache_key.as_bytes()]).await,
+        RawReply::Int(0)
     );
 }
 
@@ -205,19 +197,11 @@ async fn one_thousand_concurrent_duplicates_run_the_body_once() {
     };
     let store = Arc::new(store);
     let runs = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
-    let mut tasks = Vec::new();
-    for _ in 0..1000 {
-        let (store, runs, barrier) = (store.clone(), runs.clone(), barrier.clone());
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            charge(&store, &runs, 21).await
-        }));
-    }
-    for task in tasks {
-        assert_eq!(task.await.expect("task").expect("call"), 42);
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_duplicates_run_once(1000, &runs, 42, || {
+        let (store, runs) = (store.clone(), runs.clone());
+        async move { charge(&store, &runs, 21).await }
+    })
+    .await;
 }
 
 /// One call on `("tiered", "k")` with `fingerprint`, whose body returns `value`: the value it
@@ -231,6 +215,59 @@ async fn call_k(store: &TieredStore, fingerprint: Fingerprint, value: &str) -> (
         .expect("call");
     let replayed = outcome.is_replayed();
     (outcome.value, replayed)
+}
+
+/// Tiered stores on `first` and `second` that cache under one new prefix (named after
+/// `prefix`), and the guard that deletes its keys.
+async fn sharing_one_cache(
+    first: PostgresStore,
+    second: PostgresStore,
+    prefix: &str,
+) -> Option<(TieredStore, TieredStore, DeleteCacheKeys)> {
+    let cache_prefix = support::unique_name(prefix);
+    let keys = DeleteCacheKeys(cache_prefix.clone());
+    let first = tiered_on(first, &cache_prefix).await?;
+    let second = tiered_on(second, &cache_prefix).await?;
+    Some((first, second, keys))
+}
+
+/// Two tiered stores whose durable halves are different records (tables, databases), sharing
+/// a cache: the same scope, key and fingerprint in each must replay each one's own result.
+async fn assert_each_replays_its_own_result(first: &TieredStore, second: &TieredStore) {
+    assert_ne!(
+        first.cache_key("tiered", "k"),
+        second.cache_key("tiered", "k")
+    );
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    // The first store completes and back-fills its result...
+    assert_eq!(
+        call_k(first, fingerprint, "one").await,
+        ("one".into(), false)
+    );
+    assert_eq!(
+        call_k(first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    assert_eq!(
+        call_k(first, fingerprint, "one").await,
+        ("one".into(), true)
+    );
+    // ...which the second store, whose durable half has no record of the key, must not replay.
+    assert_eq!(
+        call_k(second, fingerprint, "two").await,
+        ("two".into(), false),
+        "the second store replayed the first store's cached result"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            call_k(second, fingerprint, "two").await,
+            ("two".into(), true)
+        );
+        assert_eq!(
+            call_k(first, fingerprint, "one").await,
+            ("one".into(), true)
+        );
+    }
 }
 
 /// A replay that read a completed record must cache exactly that record, and for no longer
@@ -294,14 +331,14 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
         Ok(store) => store,
         Err(error) => return support::unavailable("Redis", &url, error).unwrap_or(()),
     };
-    let Some(redis) = raw_redis().await else {
+    let Some(redis) = RawRedis::connect().await else {
         return;
     };
     let cache_key = store.cache_key("tiered", "k");
     let (old, new) = (Fingerprint::of_bytes(b"old"), Fingerprint::of_bytes(b"new"));
 
     // `A`: completed through the tiered store, then given a short time left on the server clock.
-    let Ok(Claim::Acquired(lease)) = store.claim(&request("tiered", "k", old)).await else {
+    let Ok(Claim::Acquired(lease)) = store.claim(&request_k(old)).await else {
         panic!("expected to acquire the fresh key");
     };
     store
@@ -331,7 +368,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
         .expect("close the gate");
     let replay = tokio::spawn({
         let store = store.clone();
-        async move { store.claim(&request("tiered", "k", old)).await }
+        async move { store.claim(&request_k(old)).await }
     });
     let mut waiting = false;
     for _ in 0..200 {
@@ -369,7 +406,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(expired, "A never expired");
-    let Ok(Claim::Acquired(lease)) = table_store.claim(&request("tiered", "k", new)).await else {
+    let Ok(Claim::Acquired(lease)) = table_store.claim(&request_k(new)).await else {
         panic!("the other instance should take the expired key over");
     };
     table_store
@@ -400,20 +437,17 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
 
     // `A` had expired before the answer arrived: it must not be in the cache at all.
     assert_eq!(
-        raw(&redis, &[b"GET", cache_key.as_bytes()]).await,
+        redis.command(&[b"GET", cache_key.as_bytes()]).await,
         RawReply::Nil,
         "the back-fill cached A although A had expired"
     );
     // `B`'s retry replays `B`, and `A`'s request is a mismatch now, as PostgreSQL says.
-    match store.claim(&request("tiered", "k", new)).await {
+    match store.claim(&request_k(new)).await {
         Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"B"),
         other => panic!("B's retry must replay B, got {other:?}"),
     }
     assert_eq!(
-        store
-            .claim(&request("tiered", "k", old))
-            .await
-            .expect("claim"),
+        store.claim(&request_k(old)).await.expect("claim"),
         Claim::PayloadMismatch
     );
     // And the cache entry (now `B`'s, back-filled by the retry) ends no later than its record.
@@ -424,7 +458,7 @@ async fn back_fill_caches_only_the_record_the_claim_returned() {
     .fetch_one(&pool)
     .await
     .expect("read B's expiry");
-    let RawReply::Int(pttl) = raw(&redis, &[b"PTTL", cache_key.as_bytes()]).await else {
+    let RawReply::Int(pttl) = redis.command(&[b"PTTL", cache_key.as_bytes()]).await else {
         panic!("unexpected PTTL reply");
     };
     // One millisecond for Redis's clock, which counts whole milliseconds.
@@ -444,52 +478,13 @@ async fn tiered_stores_over_different_tables_do_not_share_cache_entries() {
     let Some((second_durable, second_table)) = connect("idem_tiered_tab_b", 4).await else {
         return;
     };
-    let cache_prefix = support::unique_name("idem_tiered_shared");
-    let _guards = (
-        first_table,
-        second_table,
-        DeleteCacheKeys(cache_prefix.clone()),
-    );
-    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+    let _tables = (first_table, second_table);
+    let Some((first, second, _keys)) =
+        sharing_one_cache(first_durable, second_durable, "idem_tiered_shared").await
+    else {
         return;
     };
-    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
-        return;
-    };
-    assert_ne!(
-        first.cache_key("tiered", "k"),
-        second.cache_key("tiered", "k")
-    );
-    let fingerprint = Fingerprint::of_bytes(b"req");
-    // The first store completes and back-fills its result...
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), false)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
-    // ...which the second store, whose table has no record of the key, must not replay.
-    assert_eq!(
-        call_k(&second, fingerprint, "two").await,
-        ("two".into(), false),
-        "the second store replayed the first store's cached result"
-    );
-    for _ in 0..2 {
-        assert_eq!(
-            call_k(&second, fingerprint, "two").await,
-            ("two".into(), true)
-        );
-        assert_eq!(
-            call_k(&first, fingerprint, "one").await,
-            ("one".into(), true)
-        );
-    }
+    assert_each_replays_its_own_result(&first, &second).await;
 }
 
 /// Cache keys name the table that decides, not the spelling of its name: a store configured
@@ -507,12 +502,10 @@ async fn tiered_stores_over_one_table_share_cache_entries() {
         .table(format!("{schema}.{}", durable.table()))
         .build(durable.pool().clone())
         .expect("qualified store");
-    let cache_prefix = support::unique_name("idem_tiered_one");
-    let _guards = (tables, DeleteCacheKeys(cache_prefix.clone()));
-    let Some(first) = tiered_on(durable, &cache_prefix).await else {
-        return;
-    };
-    let Some(second) = tiered_on(qualified, &cache_prefix).await else {
+    let _tables = tables;
+    let Some((first, second, _keys)) =
+        sharing_one_cache(durable, qualified, "idem_tiered_one").await
+    else {
         return;
     };
     assert_eq!(
@@ -532,37 +525,6 @@ async fn tiered_stores_over_one_table_share_cache_entries() {
         call_k(&second, fingerprint, "two").await,
         ("one".into(), true)
     );
-}
-
-/// Drops a database when the test ends, on a connection and a runtime of its own.
-struct DropDatabase {
-    url: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&url).await?;
-                sqlx::query(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut connection)
-                .await?;
-                connection.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = dropped {
-            eprintln!("could not drop test database: {error}");
-        }
-    }
 }
 
 /// Two tiered stores over tables of the same name in two databases of one server, sharing
@@ -597,40 +559,13 @@ async fn tiered_stores_over_different_databases_do_not_share_cache_entries() {
         .build(pool.clone())
         .expect("store in the second database");
     second_durable.migrate().await.expect("migrate");
-    let cache_prefix = support::unique_name("idem_tiered_db");
-    let _guards = (first_table, DeleteCacheKeys(cache_prefix.clone()));
-    let Some(first) = tiered_on(first_durable, &cache_prefix).await else {
+    let _tables = first_table;
+    let Some((first, second, _keys)) =
+        sharing_one_cache(first_durable, second_durable, "idem_tiered_db").await
+    else {
         return;
     };
-    let Some(second) = tiered_on(second_durable, &cache_prefix).await else {
-        return;
-    };
-    assert_ne!(
-        first.cache_key("tiered", "k"),
-        second.cache_key("tiered", "k")
-    );
-    let fingerprint = Fingerprint::of_bytes(b"req");
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), false)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
-    assert_eq!(
-        call_k(&second, fingerprint, "two").await,
-        ("two".into(), false),
-        "the second store replayed the first store's cached result"
-    );
-    assert_eq!(
-        call_k(&second, fingerprint, "two").await,
-        ("two".into(), true)
-    );
-    assert_eq!(
-        call_k(&first, fingerprint, "one").await,
-        ("one".into(), true)
-    );
+    assert_each_replays_its_own_result(&first, &second).await;
     drop((first, second));
     pool.close().await;
 }
@@ -640,10 +575,7 @@ async fn tiered_stores_over_different_databases_do_not_share_cache_entries() {
 /// is replayed, and the damaged entry is deleted (and back-filled again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
-    let Some((store, _guards)) = tiered("idem_tiered_flip").await else {
-        return;
-    };
-    let Some(redis) = raw_redis().await else {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_flip").await else {
         return;
     };
     let fingerprint = Fingerprint::of_bytes(b"req");
@@ -660,7 +592,7 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
     // The first replay back-fills a real entry.
     assert_eq!(call().await.expect("replay").value, 7);
     let cache_key = store.cache_key("tiered", "k");
-    let RawReply::Data(good) = raw(&redis, &[b"GET", cache_key.as_bytes()]).await else {
+    let RawReply::Data(good) = redis.command(&[b"GET", cache_key.as_bytes()]).await else {
         panic!("the replay should have back-filled the cache");
     };
     // Flip the entry's last byte: the engine's payload is now `0x01` and one byte that is not
@@ -668,11 +600,9 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
     let mut damaged = good.clone();
     *damaged.last_mut().expect("a non-empty entry") ^= 0xff;
     assert_eq!(
-        raw(
-            &redis,
-            &[b"SET", cache_key.as_bytes(), &damaged, b"KEEPTTL"]
-        )
-        .await,
+        redis
+            .command(&[b"SET", cache_key.as_bytes(), &damaged, b"KEEPTTL"])
+            .await,
         RawReply::Status("OK".to_owned())
     );
 
@@ -684,7 +614,7 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
         assert_eq!(outcome.value, 7);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0, "the body never runs again");
-    match raw(&redis, &[b"GET", cache_key.as_bytes()]).await {
+    match redis.command(&[b"GET", cache_key.as_bytes()]).await {
         RawReply::Nil => {}
         RawReply::Data(entry) => assert_eq!(entry, good, "the damaged entry was replaced"),
         other => panic!("unexpected GET reply {other:?}"),

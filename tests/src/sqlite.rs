@@ -11,6 +11,8 @@ pub struct TempDb {
 }
 
 impl TempDb {
+    /// A fresh path (nothing is created yet) whose name holds `label`, this process's id and
+    /// a unique owner id.
     pub fn new(label: &str) -> Self {
         let path = std::env::temp_dir().join(format!(
             "idempotent-sqlite-{label}-{}-{}.db",
@@ -20,6 +22,7 @@ impl TempDb {
         TempDb { path }
     }
 
+    /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
     }

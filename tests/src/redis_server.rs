@@ -66,25 +66,11 @@ pub fn start_redis() -> bool {
     started && wait_until(Duration::from_secs(30), ping)
 }
 
+/// Stops the local server (`SHUTDOWN NOSAVE`) and waits until it no longer answers.
 pub fn stop_redis() -> bool {
     // The server closes the connection as it exits, so redis-cli may report an error.
     let _ = redis_cli(&["shutdown", "nosave"]);
     wait_until(Duration::from_secs(10), || !ping())
-}
-
-/// Deletes the keys of one prefix (`{prefix}:*`) from the local server when the test ends,
-/// passed or failed.
-pub struct DeleteKeys(pub String);
-
-impl Drop for DeleteKeys {
-    fn drop(&mut self) {
-        let pattern = format!("{}:*", self.0);
-        if let Some(keys) = redis_cli(&["--scan", "--pattern", &pattern]) {
-            for key in keys.lines().filter(|line| !line.is_empty()) {
-                let _ = redis_cli(&["del", key]);
-            }
-        }
-    }
 }
 
 /// Restarts Redis if it is down when the test ends, passed or failed.

@@ -8,54 +8,94 @@ use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPool
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 use idempotent_core::{PostgresStore, PostgresStoreBuilder};
 
-use super::tcp_proxy::SilentProxy;
+use crate::tcp_proxy::SilentProxy;
 
 /// Drops the named tables, then the named functions, when the test ends (also when it
 /// panics), on a connection and a runtime of its own, since the test's runtime may already be
 /// shutting down.
 pub struct DropTables {
+    /// The server, reached on a connection of the guard's own.
     pub url: String,
+    /// Tables to drop (`DROP TABLE IF EXISTS ... CASCADE`), in order.
     pub tables: Vec<String>,
+    /// Functions to drop afterwards, with their argument lists (`name()`).
     pub functions: Vec<String>,
 }
 
 impl Drop for DropTables {
     fn drop(&mut self) {
-        let url = self.url.clone();
-        let tables = std::mem::take(&mut self.tables);
-        let functions = std::mem::take(&mut self.functions);
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&url).await?;
-                sqlx::query("SET lock_timeout = '10s'")
-                    .execute(&mut connection)
-                    .await?;
-                for table in tables {
-                    sqlx::query(AssertSqlSafe(format!(
-                        "DROP TABLE IF EXISTS {table} CASCADE"
-                    )))
-                    .execute(&mut connection)
-                    .await?;
-                }
-                for function in functions {
-                    sqlx::query(AssertSqlSafe(format!(
-                        "DROP FUNCTION IF EXISTS {function} CASCADE"
-                    )))
-                    .execute(&mut connection)
-                    .await?;
-                }
-                connection.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if let Ok(Err(error)) = dropped {
+        let statements = std::mem::take(&mut self.tables)
+            .into_iter()
+            .map(|table| format!("DROP TABLE IF EXISTS {table} CASCADE"))
+            .chain(
+                std::mem::take(&mut self.functions)
+                    .into_iter()
+                    .map(|function| format!("DROP FUNCTION IF EXISTS {function} CASCADE")),
+            )
+            .collect();
+        if let Err(error) = run_on_the_side(&self.url, statements) {
             eprintln!("could not drop test tables: {error}");
         }
     }
+}
+
+/// Drops a database when the test ends (also when it panics), like [`DropTables`].
+pub struct DropDatabase {
+    /// The server, reached on a connection of the guard's own (not to the database dropped).
+    pub url: String,
+    /// The database's name.
+    pub name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        if let Err(error) = run_on_the_side(&self.url, vec![statement]) {
+            eprintln!("could not drop test database: {error}");
+        }
+    }
+}
+
+/// Runs `statements` in order on a connection to `url`, on a thread and a runtime of their
+/// own, so that it works from a `Drop` whatever runtime (if any) the value is dropped on.
+fn run_on_the_side(
+    url: &str,
+    statements: Vec<String>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let mut connection = PgConnection::connect(&url).await?;
+            sqlx::query("SET lock_timeout = '10s'")
+                .execute(&mut connection)
+                .await?;
+            for statement in statements {
+                sqlx::query(AssertSqlSafe(statement))
+                    .execute(&mut connection)
+                    .await?;
+            }
+            connection.close().await?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "the clean-up thread panicked")?
+}
+
+/// `calls` summed over the statements `pg_stat_statements` has seen that name `table`: the
+/// statements a store on that table ran, counted on the server. Fails where the extension is
+/// not installed (it is not created here).
+pub async fn statement_calls(store: &PostgresStore, table: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+         WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'",
+    )
+    .bind(table)
+    .fetch_one(store.pool())
+    .await
 }
 
 /// A store on a fresh table, migrated, and the guard that drops the table.
@@ -74,13 +114,13 @@ pub async fn connect_with(
     prefix: &str,
     builder: PostgresStoreBuilder,
 ) -> Option<(PostgresStore, DropTables)> {
-    let url = super::postgres_url();
-    let table = super::unique_name(prefix);
+    let url = crate::postgres_url();
+    let table = crate::unique_name(prefix);
     let separator = if url.contains('?') { '&' } else { '?' };
     let named = format!("{url}{separator}application_name={table}");
     let store = match builder.table(&table).connect(&named).await {
         Ok(store) => store,
-        Err(error) => return super::unavailable("PostgreSQL", &url, error),
+        Err(error) => return crate::unavailable("PostgreSQL", &url, error),
     };
     let guard = DropTables {
         url,
@@ -100,11 +140,11 @@ pub async fn connect_through_proxy(
     builder: PostgresStoreBuilder,
     max_connections: u32,
 ) -> Option<(PostgresStore, SilentProxy, DropTables)> {
-    let url = super::postgres_url();
+    let url = crate::postgres_url();
     // Reachable directly first, so a missing server is reported as such.
     match PgConnection::connect(&url).await {
         Ok(connection) => connection.close().await.expect("close"),
-        Err(error) => return super::unavailable("PostgreSQL", &url, error),
+        Err(error) => return crate::unavailable("PostgreSQL", &url, error),
     }
     let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
     let upstream: SocketAddr = tokio::net::lookup_host((options.get_host(), options.get_port()))
@@ -113,7 +153,7 @@ pub async fn connect_through_proxy(
         .next()
         .expect("an address for the PostgreSQL host");
     let proxy = SilentProxy::start(upstream).await.expect("start the proxy");
-    let table = super::unique_name(prefix);
+    let table = crate::unique_name(prefix);
     let proxied = options
         .host("127.0.0.1")
         .port(proxy.address().port())
