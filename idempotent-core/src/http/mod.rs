@@ -1,0 +1,13 @@
+//! A tower layer for the `Idempotency-Key` header (in progress): the header parser, and the
+//! scope, store key and fingerprint a request is recorded under.
+
+pub mod fingerprint;
+pub mod key_header;
+pub mod scope;
+
+use http::HeaderName;
+
+pub use scope::{AuthorizationHeader, ExtractPrincipal, Principal};
+
+/// The `Idempotency-Key` request header.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
