@@ -1,1 +1,3 @@
-//! Runnable examples: see `examples/`.
+//! Runnable examples: see `examples/`. [`orders`] is the service of the `server` example.
+
+pub mod orders;

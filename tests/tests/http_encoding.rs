@@ -187,7 +187,13 @@ fn fingerprints_are_pinned() {
         "5bb6b5f4e6ee5f111e434cb9d8d40fe2d3b2b5154f1a78d883352d05281b8b28"
     );
     assert_eq!(
-        fingerprint(&Method::PATCH, "/orders/7", Some("dry_run=1"), &[0, 255, 10]).to_hex(),
+        fingerprint(
+            &Method::PATCH,
+            "/orders/7",
+            Some("dry_run=1"),
+            &[0, 255, 10]
+        )
+        .to_hex(),
         "543632229a74c35c811043d20e803efd41637a477622684323ebccbaa01b6a2d"
     );
 }

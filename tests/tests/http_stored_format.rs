@@ -3,9 +3,19 @@
 //! bytes of a record, and what a reader refuses. If one of these fails, responses stored before
 //! the change would no longer replay: add a format version instead of editing this one.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use idempotent_core::http::{StoredFormatError, StoredResponse};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use idempotent_core::http::fingerprint::fingerprint;
+use idempotent_core::http::scope::{scope, store_key};
+use idempotent_core::http::{IdempotencyLayer, Principal, StoredFormatError, StoredResponse};
+use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
+use idempotent_core::{IdempotencyStore, MemoryStore};
+use tower::ServiceExt;
 
 /// A 201 with two headers and a JSON body, byte by byte.
 const CREATED: &[u8] = b"\x01\x00\x00\xc9\x00\x02\
@@ -84,11 +94,75 @@ fn malformed_records_are_refused() {
     };
     refused(with(&|b| b[0] = 0x02), "an unknown version");
     refused(with(&|b| b[1] = 0x02), "an unknown flag");
-    refused(with(&|b| b[1] = 0x01), "a not-replayable record with a body");
-    refused(with(&|b| b[2..4].copy_from_slice(&1000u16.to_be_bytes())), "status 1000");
-    refused(with(&|b| b[2..4].copy_from_slice(&99u16.to_be_bytes())), "status 99");
+    refused(
+        with(&|b| b[1] = 0x01),
+        "a not-replayable record with a body",
+    );
+    refused(
+        with(&|b| b[2..4].copy_from_slice(&1000u16.to_be_bytes())),
+        "status 1000",
+    );
+    refused(
+        with(&|b| b[2..4].copy_from_slice(&99u16.to_be_bytes())),
+        "status 99",
+    );
     refused(with(&|b| b[8] = b' '), "a header name with a space");
     refused(with(&|b| b[24] = b'\n'), "a header value with a newline");
     refused(with(&|b| b.push(0)), "a byte after the body");
-    refused(with(&|b| b[4..6].copy_from_slice(&3u16.to_be_bytes())), "one header too many");
+    refused(
+        with(&|b| b[4..6].copy_from_slice(&3u16.to_be_bytes())),
+        "one header too many",
+    );
+}
+
+/// The whole record as the layer writes it: the raw payload tag, then the format above, with
+/// only the allow-listed headers.
+#[tokio::test]
+async fn the_layer_stores_exactly_this_record() {
+    let store = Arc::new(MemoryStore::new());
+    let app = Router::new()
+        .route(
+            "/orders",
+            post(|| async {
+                (
+                    StatusCode::CREATED,
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::LOCATION, "/orders/1"),
+                        (header::SET_COOKIE, "session=1"),
+                        (header::HeaderName::from_static("x-request-id"), "r1"),
+                    ],
+                    r#"{"id":1}"#,
+                )
+            }),
+        )
+        .layer(IdempotencyLayer::from_shared(store.clone()));
+    let request = Request::post("/orders?source=app")
+        .header("idempotency-key", "order-1")
+        .header(header::AUTHORIZATION, "Bearer alice")
+        .body(axum::body::Body::from("{}"))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let principal = Principal::from_identity("Bearer alice");
+    let scope = scope("", &principal, &Method::POST, "/orders");
+    let key = store_key("order-1");
+    let claim = store
+        .claim(&ClaimRequest {
+            scope: &scope,
+            key: key.as_str(),
+            fingerprint: fingerprint(&Method::POST, "/orders", Some("source=app"), b"{}"),
+            owner: OwnerId::new(),
+            lease: Duration::from_secs(30),
+            ttl: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    let Claim::Completed(record) = claim else {
+        panic!("no completed record under the documented scope and key: {claim:?}");
+    };
+    let mut expected = vec![0x03];
+    expected.extend_from_slice(CREATED);
+    assert_eq!(&record.payload[..], &expected[..]);
 }

@@ -147,5 +147,7 @@ pub fn scope(namespace: &str, principal: &Principal, method: &Method, path: &str
 /// The key a client's `Idempotency-Key` is stored as: its digest, so that neither the store
 /// nor the engine's logs ever hold the client's value.
 pub fn store_key(client_key: &str) -> IdempotencyKey {
-    IdempotencyKey::builder(KEY_DOMAIN).part(client_key).finish()
+    IdempotencyKey::builder(KEY_DOMAIN)
+        .part(client_key)
+        .finish()
 }

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
