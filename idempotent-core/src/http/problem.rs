@@ -255,15 +255,34 @@ impl Problem {
 
     /// The problem+json body.
     pub fn to_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Link<'a> {
+            rel: &'a str,
+            href: &'a str,
+        }
+        // A struct, so the members come in the order RFC 9457 lists them.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "type")]
+            type_uri: &'a str,
+            title: &'a str,
+            status: u16,
+            detail: &'a str,
+            link: Link<'a>,
+        }
         let type_uri = self.type_uri();
-        serde_json::json!({
-            "type": type_uri,
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "link": { "rel": "describedby", "href": type_uri },
-        })
-        .to_string()
+        let body = Body {
+            type_uri: &type_uri,
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            link: Link {
+                rel: "describedby",
+                href: &type_uri,
+            },
+        };
+        // Strings and a number: serializing cannot fail.
+        serde_json::to_string(&body).unwrap_or_default()
     }
 
     /// The response: status, `Content-Type: application/problem+json`, `Retry-After` where it
