@@ -133,7 +133,7 @@ where
             disposition,
         }) => {
             debug_assert_eq!(disposition, Disposition::Executed);
-            tracing::debug!(%method, path, status = response.status().as_u16(), "response stored for replay");
+            tracing::debug!(%method, path, status = response.status().as_u16(), "request ran; its response is recorded (unless the store was down and the layer fails open)");
             Ok(response)
         }
         Ok(Outcome {
