@@ -1,5 +1,8 @@
 //! What the runnable examples in `examples/` share: where the servers are, a clear line when one
-//! is not there, and the tour each store example runs.
+//! is not there, and the tour each store example runs; [`orders`] is the service of the `server`
+//! example.
+
+pub mod orders;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

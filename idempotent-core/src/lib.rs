@@ -57,6 +57,8 @@
 
 mod engine;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod key;
 pub mod payload;
 pub mod store;

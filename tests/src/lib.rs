@@ -26,6 +26,8 @@ pub mod bench;
 mod claims;
 mod duplicates;
 mod guarded;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

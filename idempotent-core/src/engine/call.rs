@@ -140,6 +140,21 @@ impl<'a> Call<'a> {
         self.execute::<T, E, F, OkAndErr>(body)
     }
 
+    /// Runs `body` like [`run`](Self::run), with an entry point's own codec: how its results
+    /// are stored and replayed, and which ones are not kept.
+    #[cfg(feature = "http")]
+    pub(crate) fn run_with_codec<T, E, F, C>(
+        self,
+        body: F,
+    ) -> impl Future<Output = Result<Outcome<T>, E>> + use<'a, T, E, F, C>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<Error>,
+        C: Codec<T, E>,
+    {
+        self.execute::<T, E, F, C>(body)
+    }
+
     /// The run. The driver (claim, heartbeat, record) is one future compiled once for every
     /// call; what is compiled per body is only this poll loop: poll the driver, poll the body
     /// when the driver waits for it (or, failing open, instead of it), encode its result. What
