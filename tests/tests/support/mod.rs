@@ -7,6 +7,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
+pub mod brokers;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
