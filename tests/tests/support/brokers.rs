@@ -470,7 +470,7 @@ pub mod nats {
         client: &async_nats::Client,
         subject: &str,
         orders: &[Order],
-        ids: impl Fn(usize, &Order) -> Option<String>,
+        mut ids: impl FnMut(usize, &Order) -> Option<String>,
     ) -> usize {
         let context = jetstream::new(client.clone());
         let mut acks = Vec::with_capacity(orders.len());
