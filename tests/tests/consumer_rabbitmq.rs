@@ -274,3 +274,72 @@ async fn message_ids_key_a_memory_store_too() {
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 100);
     assert_eq!((stats.processed, stats.duplicates), (100, 20), "{stats:?}");
 }
+
+/// The patterns document's fast path: with the tiered store, a duplicate of a processed
+/// message is recognised from Redis without PostgreSQL. Here PostgreSQL is silent while the
+/// duplicate arrives, and it is still acknowledged as a duplicate, with no store error.
+#[cfg(feature = "tiered")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_duplicates_are_recognised_from_redis_while_postgres_is_silent() {
+    let Some(connection) = rabbit::connect().await else {
+        return;
+    };
+    let builder = PostgresStore::builder().timeout(Duration::from_millis(500));
+    let Some((durable, proxy, _tables)) =
+        support::postgres::connect_through_proxy("consumer_amqp_tiered", builder, 4).await
+    else {
+        return;
+    };
+    let cache_prefix = support::unique_name("idem-consumer-tiered");
+    let _keys = support::redis_server::DeleteKeys(cache_prefix.clone());
+    let redis_url = support::redis_url();
+    let store = match idempotent_core::TieredStore::builder()
+        .cache_prefix(&cache_prefix)
+        .connect(durable, &redis_url)
+        .await
+    {
+        Ok(store) => std::sync::Arc::new(store),
+        Err(error) => return support::unavailable("Redis", &redis_url, error).unwrap_or(()),
+    };
+    let queue = support::unique_name("idem-orders");
+    let _cleanup = DeleteQueues(vec![queue.clone()]);
+    let order = orders("tiered", 1, 0.0);
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let consume = async || {
+        let runs = std::sync::Arc::clone(&runs);
+        let handler = move |_: Message| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<(), std::io::Error>(()) }
+        };
+        let broker = RabbitMq::builder(rabbit::url(), &queue)
+            .connect()
+            .await
+            .unwrap();
+        let consumer = Consumer::builder("tests.rabbitmq.tiered")
+            .concurrency(1)
+            .retry_delay(Duration::from_millis(50))
+            .stop_when_idle(Duration::from_secs(1))
+            .build(std::sync::Arc::clone(&store), broker, handler)
+            .unwrap();
+        tokio::time::timeout(LIMIT, consumer.run())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    // Processed, then a first duplicate, which PostgreSQL answers and Redis caches.
+    rabbit::publish(&connection, &queue, &order, true).await;
+    rabbit::publish(&connection, &queue, &order, true).await;
+    let warm = consume().await;
+    assert_eq!((warm.processed, warm.duplicates), (1, 1), "{warm:?}");
+
+    proxy.go_silent();
+    rabbit::publish(&connection, &queue, &order, true).await;
+    let fast = consume().await;
+    proxy.resume();
+    assert_eq!(
+        (fast.duplicates, fast.store_errors, fast.processed),
+        (1, 0, 0),
+        "{fast:?}"
+    );
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
