@@ -55,6 +55,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "consumer")]
+pub mod consumer;
 mod engine;
 mod error;
 #[cfg(feature = "http")]

@@ -23,6 +23,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bench;
+#[cfg(feature = "consumer")]
+pub mod brokers;
 mod claims;
 mod duplicates;
 mod guarded;
@@ -41,4 +43,4 @@ pub mod tcp_proxy;
 pub use claims::{acquire, request};
 pub use duplicates::assert_duplicates_run_once;
 pub use guarded::Guarded;
-pub use services::{postgres_url, redis_url, skip, unavailable, unique_name};
+pub use services::{postgres_url, redis_url, service_url, skip, unavailable, unique_name};
