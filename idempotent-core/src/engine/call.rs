@@ -169,6 +169,7 @@ impl<'a> Call<'a> {
         let slot = BodySlot::new();
         let mut result: Option<Result<T, E>> = None;
         let mut settled: Option<Settled> = None;
+        let mut heartbeat_started = false;
         let mut body = pin!(body);
         let mut driver = pin!(self.drive(&slot));
         poll_fn(|cx| {
@@ -190,6 +191,16 @@ impl<'a> Call<'a> {
                 let mut polled = None;
                 poll_body(epoch, &mut || polled = Some(body.as_mut().poll(cx)));
                 let Some(Poll::Ready(output)) = polled else {
+                    if epoch.is_some() && !heartbeat_started {
+                        // The body did not finish at once: let the driver start its heartbeat
+                        // (it waits for this first poll, so a body that finishes at once never
+                        // sets a timer). The body itself is not polled again for nothing.
+                        heartbeat_started = true;
+                        if let Poll::Ready(driven) = driver.as_mut().poll(cx) {
+                            settled = Some(settle(&span, driven));
+                            continue;
+                        }
+                    }
                     return Poll::Pending;
                 };
                 report(Disposition::Executed);

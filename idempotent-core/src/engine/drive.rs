@@ -97,9 +97,18 @@ impl Call<'_> {
         slot.start(lease.epoch());
         let encoded = {
             let mut heartbeat = pin!(beat(self.store, &lease, self.options.lease, self.hook));
+            let mut body_polled = false;
             poll_fn(|cx| {
                 if let Some(encoded) = slot.take() {
                     return Poll::Ready(encoded);
+                }
+                // The body is polled once before the heartbeat starts: a body that finishes
+                // at once never sets a timer. This relies on the caller (`Call::execute`),
+                // which polls the body whenever this returns pending while the slot runs, and
+                // polls this again if the body is still pending.
+                if !body_polled {
+                    body_polled = true;
+                    return Poll::Pending;
                 }
                 // The heartbeat loops forever, so it never completes and is never polled
                 // after completion.
