@@ -291,6 +291,41 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// 3. The body runs with a heartbeat. `Ok` is stored for `ttl`; `Err` releases the key unless
 ///    `cache_errors`; a panic or a cancelled call releases the key.
 ///
+/// # Finding a call's record
+///
+/// A call's record is at scope = its namespace and key = [`key::IdempotencyKey`] built from
+/// the namespace and the key parts, in the order `key = "..."` names them (field paths by
+/// their value). A tool can compute it and then [`inspect`](IdempotencyStore::inspect) or
+/// [`forget`](IdempotencyStore::forget) the record, for example to drop a bad stored result
+/// so that the next call runs again:
+///
+/// ```
+/// use idempotent_core::key::IdempotencyKey;
+/// use idempotent_core::store::{Forget, RecordState};
+/// use idempotent_core::{Error, IdempotencyStore, MemoryStore, idempotent};
+///
+/// #[idempotent(key = "order_id, action", namespace = "orders.charge", store = store)]
+/// async fn charge(store: &MemoryStore, order_id: u64, action: &str) -> Result<u64, Error> {
+///     Ok(order_id * 100)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let store = MemoryStore::new();
+/// charge(&store, 42, "capture").await?;
+///
+/// let key = IdempotencyKey::builder("orders.charge").part(&42u64).part("capture").finish();
+/// let state = store.inspect("orders.charge", key.as_str()).await?;
+/// assert!(matches!(state, RecordState::Completed { .. }));
+///
+/// store.forget("orders.charge", key.as_str(), Forget::UnlessLeased).await?;
+/// assert_eq!(store.inspect("orders.charge", key.as_str()).await?, RecordState::Absent);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Without `namespace`, the namespace is `concat!(module_path!(), "::", "<function name>")`.
+///
 /// # Expands to roughly
 ///
 /// The names below are in `idempotent_core`'s hidden `__private` module; the real expansion

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idempotent_core::store::{Claim, ClaimRequest, Lease};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, RecordState};
 use idempotent_core::{Error, IdempotencyStore};
 
 /// A store that keeps a clean-up guard (dropping test tables, deleting keys) alive for as
@@ -51,6 +51,14 @@ impl<S: IdempotencyStore> IdempotencyStore for Guarded<S> {
     }
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.store.purge_expired().await
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.store.inspect(scope, key).await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.store.forget(scope, key, mode).await
     }
     async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {
         self.store.wait_for_change(scope, key, max_wait).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use idempotent_core::key::Fingerprint;
-use idempotent_core::store::{Claim, ClaimRequest, Lease};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, RecordState};
 use idempotent_core::testing::Conformance;
 use idempotent_core::{Error, IdempotencyStore, MemoryStore};
 
@@ -101,6 +101,14 @@ impl IdempotencyStore for BrokenStore {
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.counters.lock().unwrap().clear();
         self.inner.purge_expired().await
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.inner.inspect(scope, key).await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.inner.forget(scope, key, mode).await
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use idempotent_core::consumer::{
     Broker, BrokerError, Consumer, DeadLetter, Delivery, Message, MissingKey, Redelivery,
 };
-use idempotent_core::store::{Claim, ClaimRequest, Lease};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, RecordState};
 use idempotent_core::{CallOptions, Error, IdempotencyStore, MemoryStore};
 
 /// What happened to a delivery, in order.
@@ -569,6 +569,14 @@ impl IdempotencyStore for Flaky {
     }
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.store.purge_expired().await
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.store.inspect(scope, key).await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.store.forget(scope, key, mode).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, OwnerId, RecordState};
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, MIN_LEASE, MemoryStore, OnStoreError,
 };
@@ -103,6 +103,14 @@ impl IdempotencyStore for Faulty {
 
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.inner.purge_expired().await
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.inner.inspect(scope, key).await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.inner.forget(scope, key, mode).await
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use idempotent_core::key::IdempotencyKey;
-use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, OwnerId, RecordState};
 use idempotent_core::{
     Disposition, Error, IdempotencyStore, MemoryStore, current_epoch, idempotent, observe,
 };
@@ -247,6 +247,14 @@ impl IdempotencyStore for LostHeartbeats {
 
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.0.purge_expired().await
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.0.inspect(scope, key).await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.0.forget(scope, key, mode).await
     }
 
     async fn wait_for_change(&self, scope: &str, key: &str, max_wait: Duration) {

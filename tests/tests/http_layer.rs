@@ -13,7 +13,7 @@ use bytes::Bytes;
 use idempotent_core::http::fingerprint::fingerprint;
 use idempotent_core::http::scope::{scope, store_key};
 use idempotent_core::http::{IdempotencyLayer, Principal};
-use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, OwnerId, RecordState};
 use idempotent_core::{Error, IdempotencyStore, MemoryStore};
 use serde_json::json;
 use support::http::{App, assert_problem, client, order, raw_exchange, read};
@@ -697,6 +697,14 @@ impl IdempotencyStore for DownStore {
     fn release_in_background(&self, _: Lease) {}
     fn abandon_claim_in_background(&self, _: &ClaimRequest<'_>) {}
     async fn purge_expired(&self) -> Result<u64, Error> {
+        Err(Error::store("down", "connection refused"))
+    }
+
+    async fn inspect(&self, _: &str, _: &str) -> Result<RecordState, Error> {
+        Err(Error::store("down", "connection refused"))
+    }
+
+    async fn forget(&self, _: &str, _: &str, _: Forget) -> Result<RecordState, Error> {
         Err(Error::store("down", "connection refused"))
     }
 }

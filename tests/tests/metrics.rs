@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idempotent_core::store::{Claim, ClaimRequest, Lease};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, RecordState};
 use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, MemoryStore, OnInFlight};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
@@ -38,6 +38,14 @@ impl IdempotencyStore for FailingCompletes {
     }
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.0.purge_expired().await
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.0.inspect(scope, key).await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.0.forget(scope, key, mode).await
     }
     fn backend_name(&self) -> &'static str {
         "flaky"

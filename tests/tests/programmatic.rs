@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use idempotent_core::key::{Fingerprint, IdempotencyKey};
-use idempotent_core::store::{Claim, ClaimRequest, Lease};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, RecordState};
 use idempotent_core::{
     Call, CallOptions, Disposition, Error, IdempotencyStore, MemoryStore, OnInFlight, OnStoreError,
     Outcome, idempotent, observe,
@@ -277,6 +277,14 @@ impl IdempotencyStore for DownStore {
     fn abandon_claim_in_background(&self, _request: &ClaimRequest<'_>) {}
 
     async fn purge_expired(&self) -> Result<u64, Error> {
+        Err(down())
+    }
+
+    async fn inspect(&self, _: &str, _: &str) -> Result<RecordState, Error> {
+        Err(down())
+    }
+
+    async fn forget(&self, _: &str, _: &str, _: Forget) -> Result<RecordState, Error> {
         Err(down())
     }
 }

@@ -1,4 +1,5 @@
-//! `TieredStore` when Redis goes away: losing the cache loses speed, never correctness.
+//! `TieredStore` when Redis goes away: losing the cache loses speed, never correctness, and a
+//! forget the cache cannot hear of fails rather than leave the cache replaying the record.
 //!
 //! This binary stops the local Redis server, which breaks every other client of it, so it
 //! holds this one test only (cargo runs test binaries one at a time). A guard restarts Redis
@@ -9,7 +10,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use idempotent_core::{Call, Error, TieredStore};
+use idempotent_core::store::{Forget, RecordState};
+use idempotent_core::{Call, Error, IdempotencyStore, TieredStore};
 use support::postgres::connect;
 use support::redis::DeleteKeys;
 use support::redis_server::{RestartOnDrop, ping, redis_cli, stop_redis};
@@ -53,6 +55,8 @@ async fn calls_keep_working_and_never_run_twice_while_redis_is_down() {
     // Warm: one key completed and back-filled into the cache.
     assert_eq!(call(&store, &runs, "warm").await.unwrap(), (5, false));
     assert_eq!(call(&store, &runs, "warm").await.unwrap(), (5, true));
+    assert_eq!(call(&store, &runs, "forgotten").await.unwrap(), (5, false));
+    assert_eq!(call(&store, &runs, "forgotten").await.unwrap(), (5, true));
 
     let _restart = RestartOnDrop;
     assert!(stop_redis(), "Redis did not stop");
@@ -67,10 +71,52 @@ async fn calls_keep_working_and_never_run_twice_while_redis_is_down() {
         assert_eq!(call(&store, &runs, &key).await.unwrap(), (5, false));
         assert_eq!(call(&store, &runs, &key).await.unwrap(), (5, true));
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 4, "every key ran exactly once");
+    assert_eq!(runs.load(Ordering::SeqCst), 5, "every key ran exactly once");
+    // A forget cannot tell the cache, so it fails (a persistent cache would still replay
+    // the record), though PostgreSQL has forgotten the record.
+    let forgot = store
+        .forget("tiered-faults", "forgotten", Forget::UnlessLeased)
+        .await;
+    assert!(
+        matches!(forgot, Err(Error::Store { .. })),
+        "a forget the cache did not hear of must fail, got {forgot:?}"
+    );
+    assert!(matches!(
+        store.durable().inspect("tiered-faults", "forgotten").await,
+        Ok(RecordState::Released { .. })
+    ));
 
     drop(_restart);
     assert!(ping(), "Redis is back");
+    // Forgetting again tells the cache (the first command on the dead connection may fail).
+    let cache_key = store.cache_key("tiered-faults", "forgotten");
+    let mut told = false;
+    for _ in 0..50 {
+        if let Ok(state) = store
+            .forget("tiered-faults", "forgotten", Forget::UnlessLeased)
+            .await
+        {
+            assert!(matches!(state, RecordState::Released { .. }), "{state:?}");
+            told = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        told,
+        "forget did not reach the cache within 10 s of the restart"
+    );
+    assert_eq!(
+        redis_cli(&["strlen", &cache_key]).as_deref(),
+        Some("1"),
+        "the forgotten record's stand-in is in the cache"
+    );
+    assert_eq!(call(&store, &runs, "forgotten").await.unwrap(), (5, false));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        6,
+        "the forgotten key ran again"
+    );
     // The cache comes back: the first request on the dead connection fails (and starts
     // another bypass window), then a replay back-fills the restarted, empty cache. Results
     // are unchanged throughout.
@@ -90,5 +136,5 @@ async fn calls_keep_working_and_never_run_twice_while_redis_is_down() {
             "{key} was not cached again within 10 s of the restart"
         );
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert_eq!(runs.load(Ordering::SeqCst), 6);
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use idempotent_core::key::Fingerprint;
-use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
+use idempotent_core::store::{Claim, ClaimRequest, Forget, OwnerId, RecordState};
 use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
 use idempotent_core::{
@@ -619,4 +619,68 @@ async fn cache_entry_with_a_valid_header_and_a_corrupt_payload_is_bypassed() {
         RawReply::Data(entry) => assert_eq!(entry, good, "the damaged entry was replaced"),
         other => panic!("unexpected GET reply {other:?}"),
     }
+}
+
+/// A forget puts a stand-in over the record's cache entry for as long as the record would
+/// have lived, and a back-fill never writes over it: a claim that read the record just before
+/// the forget cannot put the forgotten result back in the cache.
+#[tokio::test]
+async fn a_forgotten_record_leaves_a_stand_in_no_back_fill_overwrites() {
+    let Some((store, redis, _guards)) = tiered_with_raw("idem_tiered_forget").await else {
+        return;
+    };
+    let fingerprint = Fingerprint::of_bytes(b"req");
+    completed_once(&store, "k", fingerprint).await;
+    // The replay back-fills the cache.
+    assert!(matches!(
+        store.claim(&request_k(fingerprint)).await,
+        Ok(Claim::Completed(_))
+    ));
+    let cache_key = store.cache_key("tiered", "k");
+    let RawReply::Data(entry) = redis.command(&[b"GET", cache_key.as_bytes()]).await else {
+        panic!("the replay must have cached the record");
+    };
+    assert_ne!(entry, b"\x00");
+
+    match store.forget("tiered", "k", Forget::UnlessLeased).await {
+        Ok(RecordState::Completed { payload, .. }) => assert_eq!(&payload[..], b"\x017"),
+        other => panic!("forget must return the completed record, got {other:?}"),
+    }
+    assert_eq!(
+        redis.command(&[b"GET", cache_key.as_bytes()]).await,
+        RawReply::Data(b"\x00".to_vec()),
+        "the entry is replaced by the stand-in"
+    );
+    let RawReply::Int(pttl) = redis.command(&[b"PTTL", cache_key.as_bytes()]).await else {
+        panic!("unexpected PTTL reply");
+    };
+    assert!(
+        pttl > 0 && pttl <= 600_000,
+        "the stand-in lives as long as the record would have: pttl {pttl}"
+    );
+
+    // The next call runs; the replays of its result come from PostgreSQL, whose back-fill
+    // leaves the stand-in in place.
+    let Ok(Claim::Acquired(lease)) = store.claim(&request_k(fingerprint)).await else {
+        panic!("the key must be claimable after a forget");
+    };
+    store
+        .complete(
+            &lease,
+            bytes::Bytes::from_static(b"\x018"),
+            Duration::from_secs(600),
+        )
+        .await
+        .expect("complete");
+    for _ in 0..2 {
+        match store.claim(&request_k(fingerprint)).await {
+            Ok(Claim::Completed(record)) => assert_eq!(&record.payload[..], b"\x018"),
+            other => panic!("expected the new record, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        redis.command(&[b"GET", cache_key.as_bytes()]).await,
+        RawReply::Data(b"\x00".to_vec()),
+        "a back-fill never writes over the stand-in"
+    );
 }

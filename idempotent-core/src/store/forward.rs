@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::IdempotencyStore;
+use super::records::{Forget, RecordState};
 use super::request::{Claim, ClaimRequest, Lease};
 use crate::error::Error;
 
@@ -92,6 +93,35 @@ macro_rules! forward_store {
                 Self: 'async_trait,
             {
                 (**self).purge_expired()
+            }
+
+            fn inspect<'life0, 'life1, 'life2, 'async_trait>(
+                &'life0 self,
+                scope: &'life1 str,
+                key: &'life2 str,
+            ) -> Boxed<'async_trait, Result<RecordState, Error>>
+            where
+                'life0: 'async_trait,
+                'life1: 'async_trait,
+                'life2: 'async_trait,
+                Self: 'async_trait,
+            {
+                (**self).inspect(scope, key)
+            }
+
+            fn forget<'life0, 'life1, 'life2, 'async_trait>(
+                &'life0 self,
+                scope: &'life1 str,
+                key: &'life2 str,
+                mode: Forget,
+            ) -> Boxed<'async_trait, Result<RecordState, Error>>
+            where
+                'life0: 'async_trait,
+                'life1: 'async_trait,
+                'life2: 'async_trait,
+                Self: 'async_trait,
+            {
+                (**self).forget(scope, key, mode)
             }
 
             fn backend_name(&self) -> &'static str {

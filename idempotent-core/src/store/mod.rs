@@ -3,7 +3,8 @@
 //! A store keeps one record per `(scope, key)`. A record is in progress (claimed by an owner
 //! until its lease runs out), completed (holding an opaque payload to replay), or released
 //! (a tombstone that remembers the epoch). Every record carries the request fingerprint it was
-//! claimed with and an expiry. See [`IdempotencyStore::claim`] for the decision table.
+//! claimed with and an expiry. See [`IdempotencyStore::claim`] for the decision table, and
+//! [`IdempotencyStore::inspect`] and [`IdempotencyStore::forget`] for one record by hand.
 
 mod background;
 pub(crate) mod decision;
@@ -14,6 +15,7 @@ mod forward;
 #[cfg(feature = "sqlite")]
 pub(crate) mod notify;
 mod owner;
+pub(crate) mod records;
 mod request;
 pub(crate) mod time;
 
@@ -29,6 +31,7 @@ pub(crate) use background::spawned_background_work;
 pub use background::{spawn_abandon, spawn_release};
 pub use epoch::{next_epoch, system_clock_micros};
 pub use owner::OwnerId;
+pub use records::{Forget, RecordState};
 pub use request::{Claim, ClaimRequest, Lease, OwnedClaimRequest, Record};
 
 /// A backend that keeps idempotency records.
@@ -92,6 +95,29 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Removes records whose ttl has passed; returns how many were removed.
     async fn purge_expired(&self) -> Result<u64, Error>;
+
+    /// Reads the record of `(scope, key)` without changing it, for operators and tools: in
+    /// progress (owner, epoch, lease left), completed (payload, time left), released, or
+    /// absent. A record past its ttl is absent, as it is for a claim. A record that exists
+    /// but cannot be read is [`Error::Decode`], never "absent".
+    ///
+    /// The record of an annotated call is at its namespace (the scope) and the key that
+    /// [`IdempotencyKey::builder`](crate::key::IdempotencyKey::builder) computes from the
+    /// namespace and the call's key parts, in order (see
+    /// [the attribute's reference](crate::idempotent#finding-a-calls-record)).
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error>;
+
+    /// Forgets the record of `(scope, key)`, so that the next call runs the body again (to
+    /// drop a bad stored result, or a claim whose holder is known to be gone). Returns what the
+    /// record was; forgetting an absent or released record changes nothing.
+    ///
+    /// While a live lease holds the record, [`Forget::UnlessLeased`] refuses with
+    /// [`Error::InFlight`] and changes nothing; [`Forget::EvenIfLeased`] forgets it anyway,
+    /// and the holder's later `complete`, `release` and `extend` fail with
+    /// [`Error::LeaseLost`]. Atomic like every other change. The key's epochs keep increasing:
+    /// the next claim's epoch is above the forgotten record's. A record that cannot be read is
+    /// [`Error::Decode`] and is left as it is.
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error>;
 
     /// A short name for the kind of store, such as `"memory"` or `"postgres"`, for metrics and
     /// logs. The default, `"custom"`, suits a store of your own.

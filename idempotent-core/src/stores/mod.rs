@@ -7,6 +7,8 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "redis")]
 mod redis_connection;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -20,6 +20,7 @@
 mod claims;
 mod expiry;
 mod leases;
+mod records;
 mod unreadable;
 
 use std::sync::Arc;
@@ -230,6 +231,12 @@ macro_rules! __conformance_checks {
             handles_unusual_keys_and_scopes,
             undecodable_record_is_an_error,
             lease_with_an_epoch_no_store_issued_is_lost,
+            inspect_reports_each_state,
+            inspect_reports_an_expired_record_absent,
+            forget_lets_the_next_claim_acquire,
+            forget_refuses_a_live_lease_unless_forced,
+            forget_takes_a_lapsed_lease_without_force,
+            forgotten_result_is_not_replayed,
             collapses_concurrent_duplicate_calls
         }
     };

@@ -9,7 +9,7 @@ use super::{Conformance, LONG};
 use crate::Call;
 use crate::error::Error;
 use crate::key::Fingerprint;
-use crate::store::{Claim, Lease, OwnerId};
+use crate::store::{Claim, Forget, Lease, OwnerId};
 
 /// Writes damage into a store's records behind its back, for the checks of how the store
 /// reports a record it cannot read. A backend's own tests implement it with raw access to
@@ -60,8 +60,9 @@ impl Conformance {
         }
     }
 
-    /// A stored epoch that is negative makes the record unreadable: every claim and call on it
-    /// fails with `Error::Decode`, the body never runs, and the record is not overwritten.
+    /// A stored epoch that is negative makes the record unreadable: every claim, call,
+    /// inspection and forget on it fails with `Error::Decode`, the body never runs, and the
+    /// record is not overwritten.
     /// Needs [`raw_records`](Conformance::raw_records).
     pub async fn negative_stored_epoch_is_unreadable(&self) {
         let scope = self.scope("negative-epoch");
@@ -83,6 +84,20 @@ impl Conformance {
                 assert!(
                     matches!(claim, Err(Error::Decode { .. })),
                     "{key}, claim {attempt}: a negative stored epoch must be Error::Decode, got {claim:?}"
+                );
+            }
+            // Nor can it be inspected or forgotten: an operator sees the error, and the
+            // record stays as it is.
+            let inspected = self.store.inspect(&scope, key).await;
+            assert!(
+                matches!(inspected, Err(Error::Decode { .. })),
+                "{key}: inspecting a negative stored epoch must be Error::Decode, got {inspected:?}"
+            );
+            for mode in [Forget::UnlessLeased, Forget::EvenIfLeased] {
+                let forgot = self.store.forget(&scope, key, mode).await;
+                assert!(
+                    matches!(forgot, Err(Error::Decode { .. })),
+                    "{key}: forgetting ({mode:?}) a negative stored epoch must be Error::Decode, got {forgot:?}"
                 );
             }
             let runs = AtomicUsize::new(0);

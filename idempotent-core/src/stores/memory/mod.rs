@@ -21,9 +21,11 @@ use keys::{KeyView, Lookup, Prehashed, RecordKey};
 use crate::error::Error;
 use crate::key::Fingerprint;
 use crate::store::decision::{Decision, Stored, StoredState, decide};
+use crate::store::records::{ForgetStep, forget_step, state_of};
 use crate::store::time::capped;
 use crate::store::{
-    Claim, ClaimRequest, IdempotencyStore, Lease, OwnerId, Record, system_clock_micros,
+    Claim, ClaimRequest, Forget, IdempotencyStore, Lease, OwnerId, Record, RecordState,
+    system_clock_micros,
 };
 
 /// A shard sweeps its expired records once it has grown past this many (and then past twice
@@ -260,6 +262,44 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// The state of the record of `(scope, key)`; with `forget`, forgets it too, under the same
+    /// lock. A forgotten record is removed: the next claim's epoch comes from the epoch clock,
+    /// which is above every epoch this store issued.
+    fn record_state(
+        &self,
+        scope: &str,
+        key: &str,
+        forget: Option<Forget>,
+    ) -> Result<RecordState, Error> {
+        let (digest, shard) = self.locate(scope, key);
+        let now = Instant::now();
+        let lookup = Lookup { digest, scope, key };
+        let state = {
+            let mut records = Self::lock(shard);
+            let Some(entry) = records.records.get(&lookup as &dyn KeyView) else {
+                return Ok(RecordState::Absent);
+            };
+            let payload = match &entry.state {
+                EntryState::Completed { payload } => Some(payload.clone()),
+                EntryState::InProgress { .. } => None,
+            };
+            let state = state_of(scope, &entry.view(), payload, now, |deadline| {
+                deadline.saturating_duration_since(now)
+            })?;
+            let Some(mode) = forget else {
+                return Ok(state);
+            };
+            if forget_step(&state, mode)? == ForgetStep::Nothing {
+                return Ok(state);
+            }
+            records.records.remove(&lookup as &dyn KeyView);
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+            state
+        };
+        shard.changed.notify_waiters();
+        Ok(state)
+    }
+
     /// Removes expired records from one shard; returns how many.
     fn purge_shard(&self, state: &mut ShardState, now: Instant) -> usize {
         if state.next_expiry.is_none_or(|next| next > now) {
@@ -492,6 +532,14 @@ impl IdempotencyStore for MemoryStore {
 
     fn backend_name(&self) -> &'static str {
         "memory"
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.record_state(scope, key, None)
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.record_state(scope, key, Some(mode))
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

@@ -129,6 +129,7 @@
 mod builder;
 mod connection;
 mod migrate;
+mod records;
 mod rows;
 mod statements;
 mod table;
@@ -152,7 +153,7 @@ pub use transactional::TransactionalCall;
 
 use crate::error::Error;
 use crate::store::encoding::{lease_column_epoch, owner_bytes};
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease};
+use crate::store::{Claim, ClaimRequest, Forget, IdempotencyStore, Lease, RecordState};
 
 /// The sqlx crate this store is built with, so that the [`PgPool`] and
 /// [`Transaction`](sqlx::Transaction) types a caller passes in are the ones it expects.
@@ -413,6 +414,14 @@ impl IdempotencyStore for PostgresStore {
 
     fn backend_name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.inspect_record(scope, key).await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        self.forget_record(scope, key, mode).await
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

@@ -29,6 +29,9 @@ pub(super) struct Statements {
     pub(super) complete: Arc<str>,
     pub(super) release: Arc<str>,
     pub(super) extend: Arc<str>,
+    pub(super) inspect: Arc<str>,
+    pub(super) inspect_for_update: Arc<str>,
+    pub(super) forget: Arc<str>,
     pub(super) purge: Arc<str>,
 }
 
@@ -45,6 +48,7 @@ impl Statements {
         };
         let sql = |text: &str| -> Arc<str> { fill(text).into() };
         // Two statements: `migrate` checks the table's shape between them.
+        let inspect = fill(include_str!("inspect.sql"));
         let schema = fill(SCHEMA);
         let (create_table, create_index) = schema.split_once(';').unwrap_or((&schema, ""));
         let create_index = create_index.trim().trim_end_matches(';');
@@ -58,6 +62,9 @@ impl Statements {
             complete: sql(include_str!("complete.sql")),
             release: sql(include_str!("release.sql")),
             extend: sql(include_str!("extend.sql")),
+            inspect_for_update: format!("{inspect}\nFOR UPDATE").into(),
+            inspect: inspect.into(),
+            forget: sql(include_str!("forget.sql")),
             purge: sql(include_str!("purge.sql")),
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::scripts::ALL_SCRIPTS;
+use super::scripts::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::error::Error;
 #[cfg(doc)]
@@ -89,7 +89,7 @@ impl RedisStoreBuilder {
         )
         .await?;
         let mut load = redis::pipe();
-        for code in ALL_SCRIPTS {
+        for code in &SCRIPTS.all {
             load.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
         }
         connection.pipeline::<()>(&load).await?;

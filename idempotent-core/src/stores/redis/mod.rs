@@ -33,7 +33,7 @@
 //! releasing leaves them in place (as a record of the last claim) rather than spend a command
 //! on deleting them.
 //!
-//! Every write except a release (which keeps the record's expiry) also sets `PEXPIREAT` to
+//! Every write except a release and a forget (which keep the record's expiry) also sets `PEXPIREAT` to
 //! `expires_at` plus the retention
 //! ([`RedisStoreBuilder::expired_retention`], default 60 s), so Redis deletes records by itself.
 //! During the retention a record is logically expired (a claim treats it like a released one)
@@ -60,6 +60,9 @@
 //!   while it is `in_progress` with the lease's owner and epoch, else the caller gets
 //!   [`Error::LeaseLost`].
 //! - **purge** deletes, from a batch of keys found by `SCAN`, those whose `expires_at` passed.
+//! - **record** reads the record for [`IdempotencyStore::inspect`], and for
+//!   [`IdempotencyStore::forget`] also turns it into a released one (refusing a live lease
+//!   unless forced). Claims and it read and check the record with the same Lua.
 //!
 //! Deadlines come from Redis `TIME` inside the scripts, never from the caller's clock, so
 //! instances with skewed clocks agree on when a lease ends. A fresh call costs two round trips
@@ -105,12 +108,12 @@ use keys::glob_escape;
 pub(crate) use keys::record_key;
 #[cfg(feature = "tiered")]
 pub(crate) use keys::{hash_part, tagged_key};
-use reply::{Reply, corrupt, unexpected};
+use reply::{RecordReply, Reply, corrupt, unexpected};
 use scripts::SCRIPTS;
 
 use crate::error::Error;
 use crate::store::time::millis_ceil;
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, Record};
+use crate::store::{Claim, ClaimRequest, Forget, IdempotencyStore, Lease, Record, RecordState};
 use crate::stores::redis_connection::{Connection, store_error};
 
 /// How many keys one `SCAN` step asks for during a purge.
@@ -213,6 +216,19 @@ impl RedisStore {
             Reply::Lost => Err(Error::LeaseLost),
             Reply::Corrupt(reason) => Err(corrupt(lease.scope(), record_key, &reason)),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Runs `record.lua` in `mode` (inspect, forget, force) and maps its reply.
+    async fn record(&self, scope: &str, key: &str, mode: &str) -> Result<RecordState, Error> {
+        let record_key = self.record_key(scope, key);
+        let mut invocation = SCRIPTS.record.prepare_invoke();
+        invocation.key(&record_key).arg(mode);
+        match RecordReply::parse(scope, self.invoke(&invocation).await?)? {
+            RecordReply::Absent => Ok(RecordState::Absent),
+            RecordReply::Record(state) => Ok(state),
+            RecordReply::Refused(retry_after) => Err(Error::InFlight { retry_after }),
+            RecordReply::Corrupt(reason) => Err(corrupt(scope, &record_key, &reason)),
         }
     }
 
@@ -326,17 +342,29 @@ impl IdempotencyStore for RedisStore {
 
     crate::store::spawned_background_work!();
 
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+
     /// Redis deletes records by itself (`PEXPIREAT`, at the end of the ttl plus the
     /// [retention](RedisStoreBuilder::expired_retention)), so calling this is never required.
     /// It deletes, now, the records of this store's prefix whose ttl has passed but whose
     /// retention has not, and returns how many it deleted (records Redis already removed are
     /// not counted). It walks the prefix with `SCAN`, one round trip per few hundred keys: a
     /// maintenance call, not one for a request path.
-    fn backend_name(&self) -> &'static str {
-        "redis"
-    }
-
     async fn purge_expired(&self) -> Result<u64, Error> {
         self.purge().await
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        self.record(scope, key, "inspect").await
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        let mode = match mode {
+            Forget::UnlessLeased => "forget",
+            Forget::EvenIfLeased => "force",
+        };
+        self.record(scope, key, mode).await
     }
 }

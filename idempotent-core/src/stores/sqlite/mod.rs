@@ -41,7 +41,6 @@
 //! [`fsync_on_commit`]: SqliteStoreBuilder::fsync_on_commit
 
 mod builder;
-mod rows;
 mod statements;
 
 use std::fmt;
@@ -54,17 +53,22 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool};
 
 pub use builder::SqliteStoreBuilder;
-use rows::{StoredRow, decode_row};
 use statements::{Statements, query};
 
 use crate::error::Error;
 use crate::store::decision::{Decision, decide};
 use crate::store::encoding::{lease_column_epoch, new_column_epoch, owner_bytes};
 use crate::store::notify::Changes;
+use crate::store::records::{ForgetStep, forget_step, state_of};
 use crate::store::time::{millis_until, unix_millis_after, unix_millis_now};
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, Record, system_clock_micros};
+use crate::store::{
+    Claim, ClaimRequest, Forget, IdempotencyStore, Lease, Record, RecordState, system_clock_micros,
+};
+use crate::stores::sql_rows::{DeadlineNames, StoredRow, decode_row};
 
 const BACKEND: &str = "sqlite";
+/// The deadline columns, Unix milliseconds.
+const DEADLINES: DeadlineNames = ("lease_until_ms", "expires_at_ms");
 /// Rows deleted per purge statement: each batch holds the write lock briefly, so claims
 /// interleave with a large purge.
 const PURGE_BATCH: i64 = 1000;
@@ -210,7 +214,7 @@ impl SqliteStore {
         let Some(row) = row else {
             return Ok(Snapshot::Absent);
         };
-        let row = decode_row(&row, request.scope)?;
+        let row = decode_row(&row, request.scope, DEADLINES)?;
         let now = now_ms()?;
         Ok(match decide_row(&row, request, now)? {
             Decision::Acquire { .. } | Decision::Renew => Snapshot::MustWrite,
@@ -261,7 +265,9 @@ impl SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(store_error)?;
-        let row = row.map(|row| decode_row(&row, request.scope)).transpose()?;
+        let row = row
+            .map(|row| decode_row(&row, request.scope, DEADLINES))
+            .transpose()?;
         let decision = match &row {
             Some(row) => decide_row(row, request, now)?,
             None => decide::<i64>(None, request, now, |_| Duration::ZERO, system_clock_micros)?,
@@ -389,6 +395,54 @@ impl IdempotencyStore for SqliteStore {
         "sqlite"
     }
 
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        let row = query(&self.inner.sql.select)
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(store_error)?;
+        match row {
+            Some(row) => row_state(scope, decode_row(&row, scope, DEADLINES)?, now_ms()?),
+            None => Ok(RecordState::Absent),
+        }
+    }
+
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        // Read, decide and write under the write lock, like a claim that writes; an early
+        // return rolls the transaction back.
+        let sql = &self.inner.sql;
+        let mut tx = self
+            .inner
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        let now = now_ms()?;
+        let row = query(&sql.select)
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let state = match row {
+            Some(row) => row_state(scope, decode_row(&row, scope, DEADLINES)?, now)?,
+            None => RecordState::Absent,
+        };
+        if forget_step(&state, mode)? == ForgetStep::Forget {
+            // The row stays, released, so the next claim's epoch is above its epoch.
+            query(&sql.forget)
+                .bind(scope)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            self.inner.changed.notify(scope, key);
+        }
+        Ok(state)
+    }
+
     async fn purge_expired(&self) -> Result<u64, Error> {
         let now = now_ms()?;
         let mut removed = 0u64;
@@ -431,6 +485,17 @@ fn decide_row(row: &StoredRow, request: &ClaimRequest<'_>, now: i64) -> Result<D
         now,
         |deadline| millis_until(now, deadline),
         system_clock_micros,
+    )
+}
+
+/// A decoded row as [`IdempotencyStore::inspect`] reports it at `now`.
+fn row_state(scope: &str, row: StoredRow, now: i64) -> Result<RecordState, Error> {
+    state_of(
+        scope,
+        &row.stored,
+        row.payload.map(Bytes::from),
+        now,
+        |deadline| millis_until(now, deadline),
     )
 }
 

@@ -20,6 +20,7 @@ pub(super) struct Statements {
     pub(super) complete: Arc<str>,
     pub(super) release: Arc<str>,
     pub(super) extend: Arc<str>,
+    pub(super) forget: Arc<str>,
     pub(super) purge: Arc<str>,
 }
 
@@ -43,6 +44,7 @@ impl Statements {
             complete: sql(include_str!("complete.sql")),
             release: sql(include_str!("release.sql")),
             extend: sql(include_str!("extend.sql")),
+            forget: sql(include_str!("forget.sql")),
             purge: sql(include_str!("purge.sql")),
         }
     }

@@ -11,6 +11,10 @@ const CHECKSUM_LEN: usize = 16;
 /// Version, checksum, fingerprint, epoch.
 pub(super) const HEADER_LEN: usize = 1 + CHECKSUM_LEN + 32 + 8;
 
+/// The value that stands in for an entry of a forgotten record (see the module docs): a
+/// cache miss, never deleted as damage, and never overwritten by a back-fill.
+pub(super) const FORGOTTEN: &[u8] = &[0x00];
+
 /// The checksum of an entry: the first [`CHECKSUM_LEN`] bytes of SHA-256 over everything
 /// after it.
 fn checksum(checked: &[u8]) -> [u8; CHECKSUM_LEN] {

@@ -64,6 +64,12 @@
 //! to the Redis server: such a writer can compute it too. An entry that is not one (another
 //! version, a bad checksum, too short) is deleted, and PostgreSQL answers.
 //!
+//! A forgotten record ([`IdempotencyStore::forget`]) leaves, in place of its entry, the single
+//! byte `0x00`, for as long as the record would have lived: a claim takes it for a miss, and a
+//! back-fill (a `SET ... NX`) never writes over it, so no copy of the forgotten record is
+//! replayed, even one a claim read just before the forget. Until it expires, that key's
+//! replays are answered by PostgreSQL.
+//!
 //! Entries written by earlier versions of this store, named without the authority
 //! (`{prefix}:{<hex sha256(lp(scope) || lp(key))>}`) or in format `0x01`, are never read; each
 //! expires by itself when the record it copied does.
@@ -82,10 +88,11 @@ use sha2::Sha256;
 
 use authority::{Authority, cache_key};
 pub use builder::TieredStoreBuilder;
-use entry::{HEADER_LEN, encode_entry, parse_entry};
+use entry::{FORGOTTEN, HEADER_LEN, encode_entry, parse_entry};
 
 use crate::error::Error;
-use crate::store::{Claim, ClaimRequest, IdempotencyStore, Lease, Record};
+use crate::store::time::millis_ceil;
+use crate::store::{Claim, ClaimRequest, Forget, IdempotencyStore, Lease, Record, RecordState};
 use crate::stores::postgres::PostgresStore;
 use crate::stores::redis_connection::Connection;
 
@@ -194,6 +201,9 @@ impl TieredStore {
             }
         };
         let entry = entry?;
+        if entry == FORGOTTEN {
+            return None;
+        }
         match parse_entry(&entry).map(|(fingerprint, epoch, _)| (fingerprint, epoch)) {
             Some((fingerprint, _)) if fingerprint != request.fingerprint => {
                 Some(Claim::PayloadMismatch)
@@ -240,9 +250,16 @@ impl TieredStore {
             return;
         }
         let value = encode_entry(request.fingerprint, record.epoch, &record.payload);
+        // `NX`: never over a forgotten record's stand-in, which must outlive every copy of
+        // that record (see `forget`); a live entry there is the same record anyway.
         let mut set = redis::cmd("SET");
-        set.arg(cache_key).arg(&value[..]).arg("PX").arg(left_ms);
-        if let Err(error) = self.cache_command::<()>(set).await {
+        set.arg(cache_key)
+            .arg(&value[..])
+            .arg("PX")
+            .arg(left_ms)
+            .arg("NX");
+        // `NX` answers nil when it did not set: either way is fine.
+        if let Err(error) = self.cache_command::<Option<String>>(set).await {
             self.cache_failed("write", &error);
         }
     }
@@ -287,6 +304,41 @@ impl IdempotencyStore for TieredStore {
 
     fn backend_name(&self) -> &'static str {
         "tiered"
+    }
+
+    async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error> {
+        // PostgreSQL decides; the cache holds copies of completed records only.
+        self.inner.durable.inspect(scope, key).await
+    }
+
+    /// Forgets the record in PostgreSQL, then puts a stand-in over the record's cache entry
+    /// for as long as the record would have lived, so neither the entry nor a back-fill racing
+    /// the forget (a claim that read the record before it) replays it. If Redis cannot be
+    /// told, this fails with [`Error::Store`] after PostgreSQL forgot the record, and the
+    /// cache may still replay it: forget again, which tells the cache again.
+    async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
+        let state = self.inner.durable.forget(scope, key, mode).await?;
+        let life = match &state {
+            // Only completed records are cached; a released one may be a forgotten record
+            // whose stand-in could not be written before.
+            RecordState::Completed { expires_in, .. }
+            | RecordState::Released { expires_in, .. } => *expires_in,
+            _ => return Ok(state),
+        };
+        let mut set = redis::cmd("SET");
+        set.arg(self.cache_key(scope, key))
+            .arg(FORGOTTEN)
+            .arg("PX")
+            // Rounded up, at least 1 ms: it may outlive the record, never the reverse.
+            .arg(millis_ceil(life).max(1));
+        // The bypass after a failure is ignored: the cache must hear of this.
+        match self.cache_command::<()>(set).await {
+            Ok(()) => Ok(state),
+            Err(error) => {
+                self.cache_failed("forget", &error);
+                Err(error)
+            }
+        }
     }
 
     async fn purge_expired(&self) -> Result<u64, Error> {

@@ -1,9 +1,11 @@
-//! Reading a stored row back, validated: a row that does not decode is an error, never
-//! "absent", so it cannot cause a second execution.
+//! Reading a stored row back in the SQL stores, validated: a row that does not decode is an
+//! error, never "absent", so it cannot cause a second execution.
+//!
+//! Both stores select the same columns in the same order (SQLite's `select.sql`, PostgreSQL's
+//! `inspect.sql`), with deadlines as integers: Unix milliseconds in SQLite, microseconds in
+//! PostgreSQL.
 
-use sqlx::Row;
-use sqlx::Sqlite;
-use sqlx::sqlite::SqliteRow;
+use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
 use crate::error::Error;
 use crate::store::decision::{Stored, StoredState};
@@ -11,7 +13,7 @@ use crate::store::encoding::{
     COMPLETED, IN_PROGRESS, RELEASED, fingerprint_from_bytes, owner_from_bytes, stored_epoch,
 };
 
-/// Column positions in `select.sql`.
+/// Column positions.
 const COL_STATE: usize = 0;
 const COL_OWNER: usize = 1;
 const COL_EPOCH: usize = 2;
@@ -20,21 +22,22 @@ const COL_LEASE_UNTIL: usize = 4;
 const COL_EXPIRES_AT: usize = 5;
 const COL_PAYLOAD: usize = 6;
 
-/// A decoded row: what the decision needs, deadlines in Unix milliseconds, and a completed
-/// row's payload.
-pub(super) struct StoredRow {
-    pub(super) stored: Stored<i64>,
-    pub(super) payload: Option<Vec<u8>>,
+/// A decoded row: what the decision needs, deadlines in the store's integer time, and a
+/// completed row's payload.
+pub(crate) struct StoredRow {
+    pub(crate) stored: Stored<i64>,
+    pub(crate) payload: Option<Vec<u8>>,
 }
 
 /// A non-NULL column. Decoded through `Option`, because sqlx decodes a NULL as the type's
-/// empty value (0, "", no bytes), which would make a damaged row look like a valid one.
-fn column<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(
-    row: &'r SqliteRow,
-    index: usize,
-    name: &str,
-    scope: &str,
-) -> Result<T, Error> {
+/// empty value (0, "", no bytes) in SQLite, which would make a damaged row look like a valid
+/// one.
+pub(crate) fn column<R, T>(row: &R, index: usize, name: &str, scope: &str) -> Result<T, Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    T: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
     match row.try_get::<Option<T>, _>(index) {
         Ok(Some(value)) => Ok(value),
         Ok(None) => Err(Error::decode(scope, format!("column `{name}` is NULL"))),
@@ -42,18 +45,33 @@ fn column<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(
     }
 }
 
-pub(super) fn decode_row(row: &SqliteRow, scope: &str) -> Result<StoredRow, Error> {
+/// The store's names of its two deadline columns, for errors: `(lease_until, expires_at)`.
+pub(crate) type DeadlineNames = (&'static str, &'static str);
+
+pub(crate) fn decode_row<R>(
+    row: &R,
+    scope: &str,
+    (lease_until, expires_at): DeadlineNames,
+) -> Result<StoredRow, Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    R::Database: Database,
+{
     let state: String = column(row, COL_STATE, "state", scope)?;
     let epoch = stored_epoch(scope, column(row, COL_EPOCH, "epoch", scope)?)?;
     let fingerprint: Vec<u8> = column(row, COL_FINGERPRINT, "fingerprint", scope)?;
     let fingerprint = fingerprint_from_bytes(scope, &fingerprint)?;
-    let expires_at: i64 = column(row, COL_EXPIRES_AT, "expires_at_ms", scope)?;
+    let expires_at: i64 = column(row, COL_EXPIRES_AT, expires_at, scope)?;
     let (state, payload) = match state.as_str() {
         IN_PROGRESS => {
             let owner: Vec<u8> = column(row, COL_OWNER, "owner", scope)?;
             let in_progress = StoredState::InProgress {
                 owner: owner_from_bytes(scope, &owner)?,
-                lease_until: column(row, COL_LEASE_UNTIL, "lease_until_ms", scope)?,
+                lease_until: column(row, COL_LEASE_UNTIL, lease_until, scope)?,
             };
             (in_progress, None)
         }
