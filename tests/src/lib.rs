@@ -44,3 +44,9 @@ pub use claims::{acquire, request};
 pub use duplicates::assert_duplicates_run_once;
 pub use guarded::Guarded;
 pub use services::{postgres_url, redis_url, service_url, skip, unavailable, unique_name};
+
+/// The README's Rust examples, compiled and run as this library's doctests (`no_run` ones
+/// compiled only), so the README cannot show code that does not build.
+#[cfg(all(doctest, feature = "http", feature = "redis", feature = "rabbitmq"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
