@@ -252,22 +252,7 @@ impl SqliteStore {
     /// return drops the transaction, which rolls it back.
     async fn claim_with_write_lock(&self, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
         let sql = &self.inner.sql;
-        let mut tx = self
-            .inner
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(store_error)?;
-        let now = now_ms()?;
-        let row = query(&sql.select)
-            .bind(request.scope)
-            .bind(request.key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let row = row
-            .map(|row| decode_row(&row, request.scope, DEADLINES))
-            .transpose()?;
+        let (mut tx, row, now) = self.lock_row(request.scope, request.key).await?;
         let decision = match &row {
             Some(row) => decide_row(row, request, now)?,
             None => decide::<i64>(None, request, now, |_| Duration::ZERO, system_clock_micros)?,
@@ -309,6 +294,32 @@ impl SqliteStore {
         };
         tx.commit().await.map_err(store_error)?;
         Ok(claim)
+    }
+
+    /// Opens a `BEGIN IMMEDIATE` transaction (the write lock is taken before the read, so no
+    /// other writer can change the row until it ends) and reads the row in it, at `now`.
+    async fn lock_row(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<(sqlx::Transaction<'static, Sqlite>, Option<StoredRow>, i64), Error> {
+        let mut tx = self
+            .inner
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(store_error)?;
+        let now = now_ms()?;
+        let row = query(&self.inner.sql.select)
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let row = row
+            .map(|row| decode_row(&row, scope, DEADLINES))
+            .transpose()?;
+        Ok((tx, row, now))
     }
 
     /// Runs the compare-and-set statement `build` makes from the current time, binding its
@@ -411,27 +422,14 @@ impl IdempotencyStore for SqliteStore {
     async fn forget(&self, scope: &str, key: &str, mode: Forget) -> Result<RecordState, Error> {
         // Read, decide and write under the write lock, like a claim that writes; an early
         // return rolls the transaction back.
-        let sql = &self.inner.sql;
-        let mut tx = self
-            .inner
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(store_error)?;
-        let now = now_ms()?;
-        let row = query(&sql.select)
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_error)?;
+        let (mut tx, row, now) = self.lock_row(scope, key).await?;
         let state = match row {
-            Some(row) => row_state(scope, decode_row(&row, scope, DEADLINES)?, now)?,
+            Some(row) => row_state(scope, row, now)?,
             None => RecordState::Absent,
         };
         if forget_step(&state, mode)? == ForgetStep::Forget {
             // The row stays, released, so the next claim's epoch is above its epoch.
-            query(&sql.forget)
+            query(&self.inner.sql.forget)
                 .bind(scope)
                 .bind(key)
                 .execute(&mut *tx)
