@@ -156,14 +156,20 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `ttl = "24h"`
 ///
-/// How long a completed result is replayed. Units `ms`, `s`, `m`, `h`, `d`, and compounds such
-/// as `"1h30m"`; checked at compile time. Default `"24h"`.
+/// How long a completed result is replayed. Default `"24h"`. Checked at compile time.
+///
+/// A duration is one or more whole numbers, each with a unit: `ms`, `s`, `m`, `h` and `d`, or
+/// their names, singular or plural (`millisecond`, `second` or `sec`, `minute` or `min`,
+/// `hour` or `hr`, `day`). Spaces between a number and its unit and between parts are fine:
+/// `"24h"`, `"1h30m"`, `"1 hour 30 minutes"`, `"90 secs"`, `"500ms"`. Units are lowercase.
+/// A fraction (`"1.5h"`) or a week (`"2w"`) is a compile error that says what to write
+/// instead (`"1h30m"` or `"90m"`; `"14d"`).
 ///
 /// ## `lease = "30s"`
 ///
 /// How long an in-progress claim holds without a heartbeat. While the body runs, the claim is
 /// extended every `lease / 3`, so a long body keeps it; if the process dies, a duplicate takes
-/// over after `lease`. Default `"30s"`.
+/// over after `lease`. Default `"30s"`; written like `ttl` (`"30s"`, `"2 minutes"`).
 ///
 /// The shortest lease is `"1s"` ([`MIN_LEASE`]); a shorter one is a compile error. Each renewal
 /// must reach the store before the lease runs out, and on a loaded machine a lease of a few

@@ -8,7 +8,7 @@ use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::{Expr, ItemFn, LitBool, LitStr, Type};
 
-use crate::duration::parse_duration_ms;
+use crate::duration::{DurationError, parse_duration_ms};
 use crate::function::{Function, Names, Param};
 use crate::key::{KeyItem, parse_key};
 use crate::options::Options;
@@ -169,11 +169,8 @@ fn ttl(literal: &LitStr, errors: &mut Errors) -> u64 {
             1
         }
         Ok(ms) => ms,
-        Err(problem) => {
-            errors.push(syn::Error::new_spanned(
-                literal,
-                format!("invalid `ttl`: {problem}, such as `ttl = \"24h\"`"),
-            ));
+        Err(error) => {
+            errors.push(duration_error("ttl", "24h", literal, error));
             1
         }
     }
@@ -197,14 +194,37 @@ fn lease(literal: &LitStr, errors: &mut Errors) -> u64 {
             ));
             MIN_LEASE_MS
         }
-        Err(problem) => {
-            errors.push(syn::Error::new_spanned(
-                literal,
-                format!("invalid `lease`: {problem}, such as `lease = \"30s\"`"),
-            ));
+        Err(error) => {
+            errors.push(duration_error("lease", "30s", literal, error));
             MIN_LEASE_MS
         }
     }
+}
+
+/// "invalid `ttl`: ..., such as `ttl = \"24h\"`", or, for a duration written in a form the
+/// attribute does not take, exactly what to write instead.
+fn duration_error(
+    option: &str,
+    example: &str,
+    literal: &LitStr,
+    error: DurationError,
+) -> syn::Error {
+    let message = match error {
+        DurationError::Problem(problem) => {
+            format!("invalid `{option}`: {problem}, such as `{option} = \"{example}\"`")
+        }
+        DurationError::Rewrite { problem, write } => {
+            let write: Vec<String> = write
+                .iter()
+                .map(|value| format!("`{option} = \"{value}\"`"))
+                .collect();
+            format!(
+                "invalid `{option}`: {problem}; write {}",
+                write.join(" or ")
+            )
+        }
+    };
+    syn::Error::new_spanned(literal, message)
 }
 
 /// `skip`: arguments of this function, each once, none of them `self` or used whole by the
