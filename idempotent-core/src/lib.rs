@@ -179,10 +179,18 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// ## `store = <expr>`
 ///
 /// The [`IdempotencyStore`] to use, evaluated once on every call: a `&MemoryStore` parameter
-/// (`store = store`, and that parameter is not fingerprinted), a field (`store = self.store`),
-/// an `Arc<dyn IdempotencyStore>`. A store, a reference to one and an `Arc` or `Box` of one
-/// are all stores; reach into any other smart pointer with `store = &*self.store`. Without
-/// it, the process default ([`set_default_store`], else a process-wide [`MemoryStore`]).
+/// (`store = store`), a field (`store = self.store`, `store = app.pg`), an
+/// `Arc<dyn IdempotencyStore>`, a method call (`store = app.store()`). A store, a reference to
+/// one and an `Arc` or `Box` of one are all stores; reach into any other smart pointer with
+/// `store = &*self.store`. Without it, the process default ([`set_default_store`], else a
+/// process-wide [`MemoryStore`]).
+///
+/// The argument the expression starts from (`store` in `store = store`, `app` in `store = app.pg`
+/// or `store = &*app.stores.orders`) holds the store: it is the service's state, like `self`, not
+/// part of the request, so it is not fingerprinted and need not implement
+/// [`KeyPart`](trait@KeyPart). If it also carries request data, pass that data as an argument of
+/// its own, or name it in `key` (`key = "app.tenant_id, order_id"`). Other arguments in the
+/// expression, such as `shard` in `store = app.stores[shard]`, are fingerprinted as usual.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -201,6 +209,18 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// #[idempotent(key = "event_id", store = store)]
 /// async fn on_event(store: &MemoryStore, event_id: String) -> Result<(), Error> {
+///
+/// // Neither fingerprinted nor a `KeyPart`: `app` is where the store is.
+/// struct App {
+///     pg: MemoryStore,
+///     http: reqwest_like::Client,
+/// }
+/// # mod reqwest_like { pub struct Client; }
+///
+/// #[idempotent(key = "order_id", store = app.pg)]
+/// async fn ship(app: &App, order_id: u64, carrier: String) -> Result<(), Error> {
+///     Ok(())
+/// }
 ///     Ok(())
 /// }
 /// # fn main() {}
@@ -242,13 +262,14 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `skip = "db, client"`
 ///
-/// Arguments left out of the request fingerprint. Every argument except `self`, the arguments
-/// the key uses whole and the `store` argument is fingerprinted by default (an argument the key
-/// reads through a field included), so a retry with the same key but, say, a different amount
-/// fails with [`Error::PayloadMismatch`] instead of replaying a result computed for other
-/// inputs. Fingerprinted arguments must implement [`KeyPart`]; skip clients, connection pools
-/// and anything that legitimately differs between retries. An argument the key uses whole
-/// cannot be skipped (the key already covers all of it); one it reads through a field can.
+/// Arguments left out of the request fingerprint. Every argument except `self`, the arguments the
+/// key uses whole and the argument the `store` expression starts from is fingerprinted by default
+/// (an argument the key reads through a field included), so a retry with the same key but, say, a
+/// different amount fails with [`Error::PayloadMismatch`] instead of replaying a result computed
+/// for other inputs. Fingerprinted arguments must implement [`KeyPart`](trait@KeyPart); skip
+/// clients, connection pools and anything that legitimately differs between retries. An argument
+/// the key uses whole cannot be skipped (the key already covers all of it); one it reads through a
+/// field can.
 ///
 /// ```
 /// use idempotent_core::{Error, idempotent};

@@ -281,8 +281,10 @@ fn skip(
 }
 
 /// `store`: any expression (the compiler checks that it is a store). Returns the argument it
-/// reads from, such as `store` in `store`, `&**store` or `store.clone()`: that argument is the
-/// store, not part of the request, and is not fingerprinted.
+/// reads from, such as `store` in `store`, `&**store` or `store.clone()`, and `app` in
+/// `app.pg`, `&*app.stores.orders` or `app.store()`: that argument holds the store, it is the
+/// service's state rather than part of the request (as `self` is for `store = self.store`),
+/// and is not fingerprinted.
 fn store(expr: &Expr) -> Option<String> {
     match expr {
         Expr::Path(path) if path.qself.is_none() => {
@@ -293,6 +295,9 @@ fn store(expr: &Expr) -> Option<String> {
         Expr::Paren(paren) => store(&paren.expr),
         Expr::Group(group) => store(&group.expr),
         Expr::MethodCall(call) => store(&call.receiver),
+        Expr::Field(field) => store(&field.base),
+        Expr::Index(index) => store(&index.expr),
+        Expr::Try(attempt) => store(&attempt.expr),
         _ => None,
     }
 }

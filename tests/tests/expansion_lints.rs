@@ -111,6 +111,18 @@ impl Service {
     }
 }
 
+/// Service state handed to a free function: not a `KeyPart`.
+struct App {
+    store: Arc<MemoryStore>,
+    region: String,
+}
+
+// `app` is the root of the store expression, so it is not fingerprinted.
+#[idempotent(key = "order_id", store = app.store)]
+async fn from_app(app: &App, order_id: u64) -> Result<String, Error> {
+    Ok(format!("{}-{order_id}", app.region))
+}
+
 fn assert_send<F: std::future::Future + Send>(_: &F) {}
 
 // The expansion keeps a `Send` body's future `Send`, in every form of `store`.
@@ -131,6 +143,11 @@ fn every_form_is_send() {
     assert_send(&service.by_ref(1));
     assert_send(&service.by_mut(1));
     assert_send(&service.by_mut_cloned_store(1));
+    let app = App {
+        store: Arc::new(MemoryStore::new()),
+        region: "eu".to_owned(),
+    };
+    assert_send(&from_app(&app, 1));
 }
 
 #[tokio::test]
@@ -168,5 +185,19 @@ async fn every_form_runs_and_replays() -> Result<(), Error> {
     );
     assert_eq!(service.by_mut_cloned_store(10).await?, 12);
     assert_eq!(service.calls, 2);
+
+    // Two calls whose `app` differs only outside the store: the same request, replayed.
+    let store = Arc::new(MemoryStore::new());
+    let eu = App {
+        store: store.clone(),
+        region: "eu".to_owned(),
+    };
+    let us = App {
+        store,
+        region: "us".to_owned(),
+    };
+    assert_eq!(from_app(&eu, 1).await?, "eu-1");
+    assert_eq!(from_app(&us, 1).await?, "eu-1", "replayed, not a mismatch");
+    assert_eq!(from_app(&us, 2).await?, "us-2");
     Ok(())
 }
