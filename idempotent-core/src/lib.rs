@@ -39,8 +39,10 @@
 //!   a future.
 //! - [`MemoryStore`] is the embedded default store; [`set_default_store`] replaces the process
 //!   default.
-//! - [`KeyPart`] marks the types a key can be built from; [`generate_idempotency_key`] derives
-//!   keys compatible with a common Python key function, so Rust and Python services share keys.
+//! - [`KeyPart`](trait@KeyPart) marks the types a key can be built from, and
+//!   `#[derive(KeyPart)]` implements it for your structs and enums;
+//!   [`generate_idempotency_key`] derives keys compatible with a common Python key function,
+//!   so Rust and Python services share keys.
 //!
 //! # Guarantees
 //!
@@ -122,29 +124,25 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// The arguments that identify the operation, comma separated. Field paths are allowed
 /// (`key = "order.id, self.tenant_id"`); calls are not, because a call such as `Utc::now()`
-/// returns something new on every retry. Every part must implement [`KeyPart`]; timestamps,
-/// random values and `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over
-/// the namespace and the parts, in order (see [`key`]).
+/// returns something new on every retry. Every part must implement
+/// [`KeyPart`](trait@KeyPart) (derive it for your own types); timestamps, random values and
+/// `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over the namespace and
+/// the parts, in order (see [`key`]).
 ///
-/// An argument the key reads through a field (`order` in `key = "order.id"`) is also
-/// fingerprinted whole, so it must implement [`KeyPart`] too: a retry with the same `order.id`
-/// but another `order.amount` is then an [`Error::PayloadMismatch`] instead of a replay of a
-/// result computed for another order. Name it in `skip` when no other field can change the
-/// result. `self` is the exception: it is the service, not the request, and is never
-/// fingerprinted, so `self.tenant_id` in the key is all of `self` that counts.
+/// An argument the key reads through a field (`order` in `key = "order.id"`) is also fingerprinted
+/// whole, so it must implement [`KeyPart`](trait@KeyPart) too: a retry with the same `order.id` but
+/// another `order.amount` is then an [`Error::PayloadMismatch`] instead of a replay of a result
+/// computed for another order. Name it in `skip` when no other field can change the result. `self`
+/// is the exception: it is the service, not the request, and is never fingerprinted, so
+/// `self.tenant_id` in the key is all of `self` that counts.
 ///
 /// ```
-/// use idempotent_core::{Error, KeyPart, KeyWriter, idempotent};
+/// use idempotent_core::{Error, KeyPart, idempotent};
 ///
+/// #[derive(KeyPart)]
 /// struct Refund {
 ///     order_id: u64,
 ///     amount: u64,
-/// }
-///
-/// impl KeyPart for Refund {
-///     fn write_key_part(&self, out: &mut KeyWriter<'_>) {
-///         (self.order_id, self.amount).write_key_part(out);
-///     }
 /// }
 ///
 /// #[idempotent(key = "request.order_id")]
@@ -209,6 +207,8 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// #[idempotent(key = "event_id", store = store)]
 /// async fn on_event(store: &MemoryStore, event_id: String) -> Result<(), Error> {
+///     Ok(())
+/// }
 ///
 /// // Neither fingerprinted nor a `KeyPart`: `app` is where the store is.
 /// struct App {
@@ -219,8 +219,6 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// #[idempotent(key = "order_id", store = app.pg)]
 /// async fn ship(app: &App, order_id: u64, carrier: String) -> Result<(), Error> {
-///     Ok(())
-/// }
 ///     Ok(())
 /// }
 /// # fn main() {}
@@ -382,6 +380,92 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use idempotent_macros::idempotent;
+
+/// Derives [`KeyPart`](trait@KeyPart) for a struct or an enum, so that it can be part of a key or a
+/// fingerprinted argument of an `#[idempotent]` function.
+///
+/// ```
+/// use idempotent_core::{Error, KeyPart, idempotent};
+///
+/// #[derive(KeyPart)]
+/// #[key_part(transparent)] // encodes as the `u64` itself
+/// struct OrderId(u64);
+///
+/// #[derive(KeyPart)]
+/// enum Action {
+///     Capture,
+///     Refund { partial: bool },
+/// }
+///
+/// #[derive(KeyPart)]
+/// struct Shipment {
+///     address: String,
+///     items: Vec<(String, u32)>,
+/// }
+///
+/// // `shipment` is fingerprinted: a retry with other items is a payload mismatch.
+/// #[idempotent(key = "order_id, action")]
+/// async fn ship(order_id: OrderId, action: Action, shipment: Shipment) -> Result<u64, Error> {
+///     Ok(shipment.items.len() as u64)
+/// }
+/// # fn main() {}
+/// ```
+///
+/// # Encoding
+///
+/// The encoding is a persisted format: records are found by keys computed from it, so a
+/// change to it makes retries across a deploy run their bodies again. It is the
+/// [`key`] module's canonical encoding, written field by field:
+///
+/// - A struct encodes as the tuple of its fields, in declaration order: `Shipment` above as
+///   `(address, items)`; a unit struct as `()`. Field names are not encoded, so renaming a field
+///   keeps every key. The field count is, so **adding or removing a field changes every key of the
+///   type**, and so does reordering fields; swapping two fields of the same type would even make
+///   old records match other requests. Add a field that must not change existing keys with
+///   `#[key_part(skip)]`, which leaves it out of keys and fingerprints. - An enum variant encodes
+///   as its name, its field count and its fields, in declaration order
+///   ([`KeyWriter::begin_variant`]). The name is the tag, not the variant's position: reordering
+///   variants or inserting one keeps every key, and no reordering can make one variant's records
+///   answer for another's. Renaming a variant changes its keys; keep them with `#[key_part(rename =
+///   "OldName")]`. - Each field encodes as its type's [`KeyPart`](trait@KeyPart), so integers keep
+///   their keys when their width changes, as everywhere else.
+///
+/// A hand-written impl that calls [`KeyWriter::begin_tuple`] or [`KeyWriter::begin_variant`]
+/// and then writes the same fields encodes exactly like the derive.
+///
+/// # Options
+///
+/// - `#[key_part(skip)]` on a field: leave it out (it is not counted either). For what does
+///   not identify the request or change its result: a trace id, a receive time.
+/// - `#[key_part(transparent)]` on a struct with one field: encode it as that field, so a
+///   newtype such as `OrderId(u64)` keeps the keys of the `u64` it replaces.
+/// - `#[key_part(rename = "Name")]` on an enum variant: the tag to write instead of its name.
+/// - `#[key_part(crate = "path")]` on the struct or enum: where `idempotent_core` is, for a
+///   renamed dependency.
+///
+/// A generic type gets a `KeyPart` bound on each type parameter: `Wrapper<T>` is a
+/// `KeyPart` where `T` is one.
+///
+/// # Compile-time checks
+///
+/// A field whose type can never repeat is an error at that field, as for an argument of an
+/// `#[idempotent]` function: timestamps (`SystemTime`, `Instant`, chrono and time types),
+/// random number generators, and `HashMap`/`HashSet` (use `BTreeMap`/`BTreeSet`). Leave such a
+/// field out with `#[key_part(skip)]`. A field of any other type that is not a `KeyPart` is one
+/// error at its type. Unions are refused.
+///
+/// ```compile_fail
+/// use idempotent_core::KeyPart;
+///
+/// #[derive(KeyPart)]
+/// struct Order {
+///     id: u64,
+///     placed_at: std::time::SystemTime, // error: changes on every retry
+/// }
+/// ```
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use idempotent_macros::KeyPart;
 
 fn default_store_slot() -> &'static RwLock<Arc<dyn IdempotencyStore>> {
     static DEFAULT: OnceLock<RwLock<Arc<dyn IdempotencyStore>>> = OnceLock::new();

@@ -82,6 +82,62 @@ async fn scaled<const FACTOR: u64>(id: u64, label: impl KeyPart) -> Result<u64, 
     Ok(id * FACTOR)
 }
 
+// `#[derive(KeyPart)]` in each of its forms.
+#[derive(KeyPart)]
+struct Derived<'a, T> {
+    id: u64,
+    name: &'a str,
+    items: Vec<T>,
+    #[key_part(skip)]
+    note: String,
+}
+
+#[derive(KeyPart)]
+#[key_part(transparent)]
+struct DerivedId(u64);
+
+#[derive(KeyPart)]
+struct DerivedUnit;
+
+#[derive(KeyPart)]
+enum DerivedEnum<T> {
+    Unit,
+    Tuple(T, #[key_part(skip)] u8),
+    Named {
+        a: u8,
+    },
+    #[key_part(rename = "Old")]
+    Renamed,
+}
+
+#[derive(KeyPart)]
+enum DerivedEmpty {}
+
+#[idempotent(key = "id, kind")]
+async fn derived(
+    id: DerivedId,
+    kind: DerivedEnum<u8>,
+    unit: DerivedUnit,
+    value: &Derived<'_, u8>,
+) -> Result<u64, Error> {
+    let _ = unit;
+    let kind = match kind {
+        DerivedEnum::Unit | DerivedEnum::Renamed => 0,
+        DerivedEnum::Tuple(a, b) => u64::from(a) + u64::from(b),
+        DerivedEnum::Named { a } => u64::from(a),
+    };
+    Ok(id.0
+        + kind
+        + value.id
+        + value.name.len() as u64
+        + value.items.len() as u64
+        + value.note.len() as u64)
+}
+
+fn empty_is_a_key_part(empty: &DerivedEmpty) -> &dyn KeyPart {
+    empty
+}
+
 struct Service {
     store: Arc<dyn IdempotencyStore>,
     tenant: String,
@@ -148,6 +204,18 @@ fn every_form_is_send() {
         region: "eu".to_owned(),
     };
     assert_send(&from_app(&app, 1));
+    let value = Derived {
+        id: 1,
+        name: "n",
+        items: vec![1_u8],
+        note: String::new(),
+    };
+    assert_send(&derived(
+        DerivedId(1),
+        DerivedEnum::Unit,
+        DerivedUnit,
+        &value,
+    ));
 }
 
 #[tokio::test]
@@ -199,5 +267,24 @@ async fn every_form_runs_and_replays() -> Result<(), Error> {
     assert_eq!(from_app(&eu, 1).await?, "eu-1");
     assert_eq!(from_app(&us, 1).await?, "eu-1", "replayed, not a mismatch");
     assert_eq!(from_app(&us, 2).await?, "us-2");
+
+    let value = Derived {
+        id: 1,
+        name: "n",
+        items: vec![1_u8],
+        note: "skipped".to_owned(),
+    };
+    for (kind, expected) in [
+        (DerivedEnum::Unit, 11),
+        (DerivedEnum::Tuple(1, 2), 14),
+        (DerivedEnum::Named { a: 1 }, 12),
+        (DerivedEnum::Renamed, 11),
+    ] {
+        assert_eq!(
+            derived(DerivedId(1), kind, DerivedUnit, &value).await?,
+            expected
+        );
+    }
+    let _ = empty_is_a_key_part;
     Ok(())
 }
