@@ -329,9 +329,6 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///         .ttl(Duration::from_millis(86_400_000))
 ///         .on_in_flight(OnInFlight::Wait)
 ///         .on_store_error(OnStoreError::FailClosed);
-///     // The return type is a `Result` whose value is storable and whose error type takes an
-///     // `idempotent_core::Error` (checked here, so an error points at the return type).
-///     assert_output::<Result<String, Error>>();
 ///     let namespace = concat!(module_path!(), "::", "charge");
 ///     let key = IdempotencyKey::builder(namespace)
 ///         .part(&order_id)
@@ -342,10 +339,15 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///     let fingerprint = Fingerprint::builder().field("amount_cents", &amount_cents).finish();
 ///     // With `store = <expr>`: `let store: &dyn Store = &(<expr>);`, then `store.store()`.
 ///     let store = default_store();
-///     // The body runs inside the engine's future, awaited here; `cache_errors = true` calls
-///     // `run_caching_errors` instead.
-///     finish::<Result<String, Error>>(
-///         run::<Result<String, Error>, _>(
+///     // The return type is a `Result` whose value is storable and whose error type takes an
+///     // `idempotent_core::Error`: checked here, once, so an error points at the return type
+///     // (`cache_errors = true` checks `CachingResult`, whose error type is storable too).
+///     let types = <Result<String, Error> as IdempotentResult>::types();
+///     // The body runs inside the engine's future, awaited here.
+///     finish(
+///         types,
+///         run(
+///             types,
 ///             call(&*store, namespace, &key, fingerprint, &OPTIONS),
 ///             async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
 ///         )

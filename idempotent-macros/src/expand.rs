@@ -209,27 +209,20 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         InFlight::Reject => quote!(#here::OnInFlight::Reject),
     };
 
-    // The return type's bounds are asserted first, with the messages of `__private`'s marker
-    // traits. The runner's call, its `.await` and `finish` need the same bounds again; the compiler
-    // reports an unmet bound once per span, and `.await` has the span of its one keyword, so
-    // everything that needs these bounds sits on one token of the return type: the name of
-    // the type (`Result`, or an alias such as `Res`).
+    // The return type's bounds are all on the runner's call (`__private::run`), with the
+    // messages of `__private`'s marker traits, and no other call repeats them: in an
+    // incremental build, the compiler reports an unmet bound once per call that needs it, even
+    // at one token. The call, its `.await` and `finish` are shown at one token of the return
+    // type, the name of the type (`Result`, or an alias such as `Res`), which is where the
+    // user fixes it.
     let ret = return_type_token(&return_type);
     let ret_path = private(ret);
     // The compiler reports a bound on a generic argument at that argument's tokens.
     let return_type = relocate(return_type.to_token_stream(), ret);
-    let mut output_check = quote_spanned! {ret=>
-        #ret_path::assert_output::<#return_type>();
-    };
-    if cache_errors {
-        output_check.extend(quote_spanned! {ret=>
-            #ret_path::assert_error_storable::<#return_type>();
-        });
-    }
-    let runner = if cache_errors {
-        quote_spanned!(ret=> run_caching_errors)
+    let checked = if cache_errors {
+        quote_spanned!(ret=> CachingResult)
     } else {
-        quote_spanned!(ret=> run)
+        quote_spanned!(ret=> IdempotentResult)
     };
     // The body becomes an async block, shown where the body is (borrow errors name it). It is
     // awaited inside the engine's future, which is awaited in the function's own body: no
@@ -241,9 +234,10 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
     };
     let run = quote_spanned! {ret=>
-        #ret_path::finish::<#return_type>(
-            #ret_path::#runner::<#return_type, _>(#call, #body).await
-        )
+        {
+            let __idem_types = <#return_type as #ret_path::#checked>::types();
+            #ret_path::finish(__idem_types, #ret_path::run(__idem_types, #call, #body).await)
+        }
     };
 
     // Only the durations the attribute sets; the others keep `CallOptions`' defaults.
@@ -260,7 +254,6 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
                 #lease
                 .on_in_flight(#in_flight)
                 .on_store_error(#on_store_error);
-            #output_check
             let __idem_key = {
                 let mut __idem_key_builder = #here::IdempotencyKey::builder(#namespace);
                 #(#key_parts)*
