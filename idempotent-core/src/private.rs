@@ -88,7 +88,7 @@ impl<T, E> Clone for CachingTypes<T, E> {
 
 impl<T, E> Copy for CachingTypes<T, E> {}
 
-/// How the engine runs a body of checked types, and what the function returns.
+/// The value and error types of a checked return type, and what the function returns.
 ///
 /// Generated code names no return type after the check: it passes the value of
 /// `<R as IdempotentResult>::types()` to [`run`] and [`finish`], whose only bound is this
@@ -97,70 +97,73 @@ impl<T, E> Copy for CachingTypes<T, E> {}
 /// by the `.await` of the engine's future is another error, even at the same token). When
 /// the check fails, the types are unknown, and nothing downstream is reported again.
 pub trait Checked: Copy {
-    type Ok;
-    type Err;
+    type Ok: Serialize + DeserializeOwned;
+    type Err: From<Error>;
     /// `Result<Ok, Err>`: the declared return type.
     type Returned;
 
-    /// [`Call::run`] or [`Call::run_caching_errors`].
-    fn run<'a, F>(
-        self,
-        call: Call<'a>,
-        body: F,
-    ) -> impl Future<Output = Result<Outcome<Self::Ok>, Self::Err>> + use<'a, Self, F>
-    where
-        F: Future<Output = Self::Returned>;
+    /// The body's output as the engine takes it (the identity).
+    fn into_result(returned: Self::Returned) -> Result<Self::Ok, Self::Err>;
 
     /// The value, whether it ran or was replayed.
     fn finish(self, result: Result<Outcome<Self::Ok>, Self::Err>) -> Self::Returned;
 }
 
-impl<T: Serialize + DeserializeOwned, E: From<Error>> Checked for Types<T, E> {
-    type Ok = T;
-    type Err = E;
-    type Returned = Result<T, E>;
+/// [`Checked`] types whose error is stored too (`cache_errors = true`). The stored error is
+/// an associated type of its own, whose bounds this trait's implementation proves: a bound
+/// on `Checked::Err` instead would be required again, and reported again, by the `.await` of
+/// the engine's future in an incremental build.
+pub trait CachingChecked: Checked {
+    /// `Err`, known to be storable.
+    type Stored: From<Error> + Serialize + DeserializeOwned;
 
-    #[inline]
-    fn run<'a, F>(
-        self,
-        call: Call<'a>,
-        body: F,
-    ) -> impl Future<Output = Result<Outcome<T>, E>> + use<'a, T, E, F>
-    where
-        F: Future<Output = Result<T, E>>,
-    {
-        call.run(body)
-    }
+    /// The body's output as the engine takes it (the identity).
+    fn into_stored(returned: Self::Returned) -> Result<Self::Ok, Self::Stored>;
 
-    #[inline]
-    fn finish(self, result: Result<Outcome<T>, E>) -> Result<T, E> {
-        result.map(|outcome| outcome.value)
-    }
+    /// The value, whether it ran or was replayed.
+    fn finish_stored(self, result: Result<Outcome<Self::Ok>, Self::Stored>) -> Self::Returned;
 }
 
-impl<T, E> Checked for CachingTypes<T, E>
+macro_rules! checked {
+    ($types:ident $(, $stored:path)*) => {
+        impl<T, E> Checked for $types<T, E>
+        where
+            T: Serialize + DeserializeOwned,
+            E: From<Error> $(+ $stored)*,
+        {
+            type Ok = T;
+            type Err = E;
+            type Returned = Result<T, E>;
+
+            #[inline]
+            fn into_result(returned: Result<T, E>) -> Result<T, E> {
+                returned
+            }
+
+            #[inline]
+            fn finish(self, result: Result<Outcome<T>, E>) -> Result<T, E> {
+                result.map(|outcome| outcome.value)
+            }
+        }
+    };
+}
+checked!(Types);
+checked!(CachingTypes, Serialize, DeserializeOwned);
+
+impl<T, E> CachingChecked for CachingTypes<T, E>
 where
     T: Serialize + DeserializeOwned,
     E: From<Error> + Serialize + DeserializeOwned,
 {
-    type Ok = T;
-    type Err = E;
-    type Returned = Result<T, E>;
+    type Stored = E;
 
     #[inline]
-    fn run<'a, F>(
-        self,
-        call: Call<'a>,
-        body: F,
-    ) -> impl Future<Output = Result<Outcome<T>, E>> + use<'a, T, E, F>
-    where
-        F: Future<Output = Result<T, E>>,
-    {
-        call.run_caching_errors(body)
+    fn into_stored(returned: Result<T, E>) -> Result<T, E> {
+        returned
     }
 
     #[inline]
-    fn finish(self, result: Result<Outcome<T>, E>) -> Result<T, E> {
+    fn finish_stored(self, result: Result<Outcome<T>, E>) -> Result<T, E> {
         result.map(|outcome| outcome.value)
     }
 }
@@ -312,6 +315,14 @@ pub fn call<'a>(
 
 /// Runs the body of a function: the function's own block as an `async` block, pinned to the
 /// declared return type. The engine's future is returned as it is, without a layer of its own.
+///
+/// The body is handed over in an `async` block that returns its output as the engine takes it
+/// (the identity, `Checked::into_result`): the body's type names only `C::Returned`, so a
+/// return type that is not a `Result` is reported once, and the block is all that
+/// `Call::run` sees. Naming the body's type through `C` instead (an associated type) makes the
+/// compiler's `Send` check of the caller's future fail when the error type has a lifetime
+/// (`Box<dyn Error + Send + Sync>`), and so does a method of `Checked` that returns the
+/// engine's future.
 #[inline]
 pub fn run<'a, C, F>(
     types: C,
@@ -322,7 +333,32 @@ where
     C: Checked,
     F: Future<Output = C::Returned>,
 {
-    types.run(call, body)
+    let _ = types;
+    call.run(async move { C::into_result(body.await) })
+}
+
+/// [`run`] for `cache_errors = true`: an `Err` is stored and replayed too.
+#[inline]
+pub fn run_caching_errors<'a, C, F>(
+    types: C,
+    call: Call<'a>,
+    body: F,
+) -> impl Future<Output = Result<Outcome<C::Ok>, C::Stored>> + use<'a, C, F>
+where
+    C: CachingChecked,
+    F: Future<Output = C::Returned>,
+{
+    let _ = types;
+    call.run_caching_errors(async move { C::into_stored(body.await) })
+}
+
+/// [`finish`] for `cache_errors = true`.
+#[inline]
+pub fn finish_caching_errors<C: CachingChecked>(
+    types: C,
+    result: Result<Outcome<C::Ok>, C::Stored>,
+) -> C::Returned {
+    types.finish_stored(result)
 }
 
 /// The function's return value: the value, whether it ran or was replayed.

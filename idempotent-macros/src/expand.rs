@@ -219,10 +219,18 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     let ret_path = private(ret);
     // The compiler reports a bound on a generic argument at that argument's tokens.
     let return_type = relocate(return_type.to_token_stream(), ret);
-    let checked = if cache_errors {
-        quote_spanned!(ret=> CachingResult)
+    let (checked, runner, finish) = if cache_errors {
+        (
+            quote_spanned!(ret=> CachingResult),
+            quote_spanned!(ret=> run_caching_errors),
+            quote_spanned!(ret=> finish_caching_errors),
+        )
     } else {
-        quote_spanned!(ret=> IdempotentResult)
+        (
+            quote_spanned!(ret=> IdempotentResult),
+            quote_spanned!(ret=> run),
+            quote_spanned!(ret=> finish),
+        )
     };
     // The body becomes an async block, shown where the body is (borrow errors name it). It is
     // awaited inside the engine's future, which is awaited in the function's own body: no
@@ -236,7 +244,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     let run = quote_spanned! {ret=>
         {
             let __idem_types = <#return_type as #ret_path::#checked>::types();
-            #ret_path::finish(__idem_types, #ret_path::run(__idem_types, #call, #body).await)
+            #ret_path::#finish(__idem_types, #ret_path::#runner(__idem_types, #call, #body).await)
         }
     };
 

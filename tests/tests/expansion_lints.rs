@@ -167,6 +167,13 @@ impl Service {
     }
 }
 
+// An error type with a lifetime in it (`dyn Error + 'static`): the future is still `Send`.
+#[idempotent(key = "id")]
+async fn boxed_error(id: u64, text: &str) -> Result<u64, idempotent_core::BoxError> {
+    let parsed: u64 = text.parse()?;
+    Ok(id + parsed)
+}
+
 /// Service state handed to a free function: not a `KeyPart`.
 struct App {
     store: Arc<MemoryStore>,
@@ -204,6 +211,7 @@ fn every_form_is_send() {
         region: "eu".to_owned(),
     };
     assert_send(&from_app(&app, 1));
+    assert_send(&boxed_error(1, "2"));
     let value = Derived {
         id: 1,
         name: "n",
@@ -267,6 +275,8 @@ async fn every_form_runs_and_replays() -> Result<(), Error> {
     assert_eq!(from_app(&eu, 1).await?, "eu-1");
     assert_eq!(from_app(&us, 1).await?, "eu-1", "replayed, not a mismatch");
     assert_eq!(from_app(&us, 2).await?, "us-2");
+    assert_eq!(boxed_error(1, "2").await.map_err(|e| e.to_string()), Ok(3));
+    assert!(boxed_error(2, "x").await.is_err());
 
     let value = Derived {
         id: 1,
