@@ -227,6 +227,93 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// With `&mut self`, a store expression that borrows `self` conflicts with a body that calls
 /// `&mut self` methods; write `store = self.store.clone()` for an `Arc` field.
 ///
+/// ## `transaction = "tx"`
+///
+/// Runs the body inside a transaction of the store's own database, which also records the
+/// result: the body's writes and the record commit together, or not at all. `store = ...` is
+/// required and must be a `PostgresStore` (feature `postgres`), a reference to one, or an
+/// `Arc` or `Box` of one; any other store is a compile error at the expression. The body sees
+/// the transaction under the name given, as `tx: &mut PgConnection`
+/// (`idempotent_core::stores::postgres::sqlx::PgConnection`). It is not an argument: the
+/// function's signature is the one callers see and pass arguments to. Key, fingerprint and
+/// namespace follow the same rules as for any other function.
+///
+#[cfg_attr(feature = "postgres", doc = "```no_run")]
+#[cfg_attr(not(feature = "postgres"), doc = "```ignore")]
+/// use idempotent_core::stores::postgres::sqlx;
+/// use idempotent_core::{Error, PostgresStore, idempotent};
+///
+/// #[derive(Debug)]
+/// enum ShipError {
+///     /// The order was shipped by another request: a unique violation, an answer of its own.
+///     AlreadyShipped,
+///     Database(sqlx::Error),
+///     Idempotency(Error),
+/// }
+///
+/// impl From<Error> for ShipError {
+///     fn from(error: Error) -> Self {
+///         ShipError::Idempotency(error)
+///     }
+/// }
+///
+/// impl From<sqlx::Error> for ShipError {
+///     fn from(error: sqlx::Error) -> Self {
+///         match &error {
+///             sqlx::Error::Database(database) if database.is_unique_violation() => {
+///                 ShipError::AlreadyShipped
+///             }
+///             _ => ShipError::Database(error),
+///         }
+///     }
+/// }
+///
+/// #[idempotent(key = "order_id", store = store, transaction = "tx")]
+/// async fn ship(store: &PostgresStore, order_id: i64, carrier: String) -> Result<String, ShipError> {
+///     sqlx::query("INSERT INTO shipments (order_id, carrier) VALUES ($1, $2)")
+///         .bind(order_id)
+///         .bind(&carrier)
+///         .execute(&mut *tx)
+///         .await?;
+///     Ok(format!("shipment-{order_id}"))
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), ShipError> {
+/// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+/// let shipment = ship(&store, 17, "ups".to_owned()).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A call claims the key first, outside the transaction, so that concurrent duplicates see
+/// the claim at once and wait or are rejected; a completed record is replayed without opening
+/// a transaction, and the body does not run. Otherwise a transaction is begun, the body runs
+/// with it (its claim heartbeated on another connection), and on `Ok` the record is written in
+/// the same transaction, which then commits. An `Err` rolls the transaction back and releases
+/// the key, so a retry runs the body again; so does a cancelled or panicking call. If the
+/// claim was taken over while the body ran (a pause past the lease), the commit is refused,
+/// the writes are rolled back, and the call fails with [`Error::LeaseLost`]: the body's
+/// database effects happen exactly once. Effects outside the transaction (HTTP calls, other
+/// databases) are at-least-once, as for any call. `PostgresStore::transactional` documents
+/// the exact guarantees.
+///
+/// The body's errors are yours: a failed statement is whatever your error type's
+/// `From<sqlx::Error>` (or your own `map_err`) makes of it, such as `ShipError::AlreadyShipped`
+/// above, never an [`Error::Store`]. Only the store's own failures (the claim, `BEGIN`,
+/// recording the result, `COMMIT`) reach you as an [`Error::Store`], through
+/// `From<idempotent_core::Error>`, and only those mean "retry later".
+///
+/// `cache_errors = true` is refused with `transaction` (an `Err` is rolled back, so there are
+/// no effects a replay could report), and so is `on_store_error = "fail_open"` (a result that
+/// cannot be recorded is rolled back with the body's writes).
+///
+/// **A connection passed as an argument is not the same.** `conn: &mut PgConnection` with
+/// `skip = "conn"` compiles, but what the body writes through `conn` is not in the
+/// transaction that records the result: a crash after those writes and before the record runs
+/// the body again, and a body that fails after writing leaves its writes behind while its key
+/// is released for a retry. Use `transaction` for writes that must happen once.
+///
 /// ## `namespace = "orders.charge"`
 ///
 /// Scopes the key. Keys survive restarts only as long as the namespace does, so set it
@@ -268,6 +355,10 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// clients, connection pools and anything that legitimately differs between retries. An argument
 /// the key uses whole cannot be skipped (the key already covers all of it); one it reads through a
 /// field can.
+///
+/// A skipped `&mut PgConnection` (or `sqlx::Transaction`) is a connection like any other: the
+/// body's writes through it are not in the transaction that records the result. For writes
+/// that must commit with the record, use [`transaction = "tx"`](#transaction--tx) instead.
 ///
 /// ```
 /// use idempotent_core::{Error, idempotent};
@@ -343,7 +434,9 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///     // `idempotent_core::Error`: checked here, once, so an error points at the return type
 ///     // (`cache_errors = true` checks `CachingResult`, whose error type is storable too).
 ///     let types = <Result<String, Error> as IdempotentResult>::types();
-///     // The body runs inside the engine's future, awaited here.
+///     // The body runs inside the engine's future, awaited here. With `transaction = "tx"`:
+///     // `let store = <_ as TransactionalStore>::backend(&(<expr>));`, then
+///     // `run_in_transaction(types, store, scope, async |tx| { body })` in place of `run`.
 ///     finish(
 ///         types,
 ///         run(

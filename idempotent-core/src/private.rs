@@ -300,6 +300,133 @@ impl<S: IdempotencyStore> Store for S {
     }
 }
 
+/// What `store = <expr>` accepts with `transaction = "..."`: a store that runs a body in a
+/// database transaction recording its result (`PostgresStore`), or a
+/// reference, `Arc` or `Box` of one.
+///
+/// The expansion evaluates `let store = &(<expr>);`, then
+/// `let backend = <_ as TransactionalStore>::backend(store);`: that call is the one place a
+/// store that cannot is reported, at the expression, with this message. Its result's type is
+/// then unknown, so nothing that uses it is reported again.
+#[diagnostic::on_unimplemented(
+    message = "`transaction = ...` runs the body in a PostgreSQL transaction, so `store = ...` must be a `PostgresStore`, and `{Self}` is not one",
+    label = "not a `PostgresStore`",
+    note = "give a `PostgresStore`, a reference to one, or an `Arc` or `Box` of one; an `Arc<dyn IdempotencyStore>` does not say which store it is"
+)]
+pub trait TransactionalStore {
+    /// The store itself.
+    type Backend: TransactionalBackend + ?Sized;
+
+    fn backend(&self) -> &Self::Backend;
+}
+
+/// A store that runs a body in a transaction of its own database and records the body's
+/// result in that transaction: what [`run_in_transaction`] takes.
+pub trait TransactionalBackend: Sync {
+    /// What the body receives: the transaction (`PgConnection` for PostgreSQL).
+    type Connection: ?Sized;
+}
+
+/// The namespace, key, fingerprint and options of a transactional call.
+#[derive(Clone, Copy)]
+pub struct TransactionScope<'a> {
+    pub namespace: &'a str,
+    pub key: &'a IdempotencyKey,
+    pub fingerprint: Fingerprint,
+    pub options: CallOptions,
+}
+
+macro_rules! forward_transactional_store {
+    ($($pointer:ty),*) => {$(
+        #[diagnostic::do_not_recommend]
+        impl<S: TransactionalStore + ?Sized> TransactionalStore for $pointer {
+            type Backend = S::Backend;
+
+            #[inline]
+            fn backend(&self) -> &S::Backend {
+                (**self).backend()
+            }
+        }
+    )*};
+}
+forward_transactional_store!(&S, std::sync::Arc<S>, Box<S>);
+
+// Not recommended in messages: they then read the same with the feature and without it.
+#[cfg(feature = "postgres")]
+#[diagnostic::do_not_recommend]
+impl TransactionalStore for crate::PostgresStore {
+    type Backend = crate::PostgresStore;
+
+    #[inline]
+    fn backend(&self) -> &crate::PostgresStore {
+        self
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl TransactionalBackend for crate::PostgresStore {
+    type Connection = crate::stores::postgres::sqlx::PgConnection;
+}
+
+/// [`run`] with `transaction = "..."`: the body is an `async` closure that receives the
+/// store's transaction. Not generic over the store (nor a method of a trait): the compiler
+/// would then not see the caller's future as `Send` when the error type has a lifetime.
+#[cfg(feature = "postgres")]
+#[inline]
+pub fn run_in_transaction<'a, C, F>(
+    types: C,
+    store: &'a crate::PostgresStore,
+    scope: TransactionScope<'a>,
+    body: F,
+) -> impl Future<Output = Result<Outcome<C::Ok>, C::Err>> + use<'a, C, F>
+where
+    C: Checked,
+    F: AsyncFnOnce(&mut crate::stores::postgres::sqlx::PgConnection) -> C::Returned,
+{
+    let _ = types;
+    store
+        .transactional(scope.namespace, scope.key.as_str())
+        .fingerprint(scope.fingerprint)
+        .options(scope.options)
+        .run(async move |tx| C::into_result(body(tx).await))
+}
+
+/// Without the `postgres` feature no store is transactional (`TransactionalStore` has no
+/// implementation, which is the error reported); this keeps the rest of the expansion
+/// quiet.
+#[cfg(not(feature = "postgres"))]
+#[inline]
+pub fn run_in_transaction<'a, C, B, F>(
+    types: C,
+    store: &'a B,
+    scope: TransactionScope<'a>,
+    body: F,
+) -> impl Future<Output = Result<Outcome<C::Ok>, C::Err>> + use<'a, C, B, F>
+where
+    C: Checked,
+    B: TransactionalBackend + ?Sized,
+    F: AsyncFnOnce(&mut B::Connection) -> C::Returned,
+{
+    let _ = (types, store, scope, body);
+    std::future::pending()
+}
+
+/// The scope of a transactional call.
+#[inline]
+pub fn transaction_scope<'a>(
+    namespace: &'a str,
+    key: &'a IdempotencyKey,
+    fingerprint: Fingerprint,
+    options: &CallOptions,
+) -> TransactionScope<'a> {
+    TransactionScope {
+        namespace,
+        key,
+        fingerprint,
+        options: *options,
+    }
+}
+
 /// The call an expanded function makes. Not generic, so it is compiled once, here.
 pub fn call<'a>(
     store: &'a dyn IdempotencyStore,

@@ -51,6 +51,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         ttl_ms,
         lease_ms,
         store,
+        transaction,
         namespace,
         on_in_flight,
         fail_open,
@@ -178,11 +179,27 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     // The store expression is evaluated once per call and borrowed for the whole call; like
     // any `let`, this drops the expression's other temporaries (a lock guard) at once. A store,
     // a reference to one and an `Arc` or `Box` of one are all stores; anything else is
-    // reported at the expression, with the message of `__private::Store`.
-    let (store_value, store) = match store {
+    // reported at the expression, with the message of `__private::Store` (or, with
+    // `transaction`, of `__private::TransactionalStore`).
+    let generated = |at: Span| Span::call_site().located_at(at);
+    let (store_value, store) = match &store {
+        Some(expr) if transaction.is_some() => {
+            let (first, last) = edges(expr);
+            let borrowed = quote_spanned!(generated(first)=> &);
+            let grouped = quote_spanned!(generated(last)=> (#expr));
+            let backend =
+                quote_spanned!(generated(first)=> <_ as #here::TransactionalStore>::backend);
+            let argument = quote_spanned!(generated(last)=> (__idem_store_ref));
+            (
+                quote! {
+                    let __idem_store_ref = #borrowed #grouped;
+                    let __idem_store_value = #backend #argument;
+                },
+                quote!(__idem_store_value),
+            )
+        }
         Some(expr) => {
-            let (first, last) = edges(&expr);
-            let generated = |at: Span| Span::call_site().located_at(at);
+            let (first, last) = edges(expr);
             // The borrow is shown at the expression (it lasts the whole call).
             let borrowed = quote_spanned!(generated(first)=> &);
             let grouped = quote_spanned!(generated(last)=> (#expr));
@@ -237,14 +254,34 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     // other future wraps it.
     let body_async =
         quote_spanned!(Span::call_site().located_at(block.brace_token.span.join())=> async);
-    let body = quote!(#body_async #block);
-    let call = quote! {
-        #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
-    };
-    let run = quote_spanned! {ret=>
-        {
-            let __idem_types = <#return_type as #ret_path::#checked>::types();
-            #ret_path::#finish(__idem_types, #ret_path::#runner(__idem_types, #call, #body).await)
+    let run = match &transaction {
+        // The body receives the transaction: an `async` closure whose parameter has the name
+        // `transaction` gives, and the type of the store's connection.
+        Some(tx) => {
+            let scope = quote! {
+                #here::transaction_scope(#namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
+            };
+            quote_spanned! {ret=>
+                {
+                    let __idem_types = <#return_type as #ret_path::#checked>::types();
+                    #ret_path::finish(
+                        __idem_types,
+                        #ret_path::run_in_transaction(__idem_types, #store, #scope, #body_async |#tx| #block).await,
+                    )
+                }
+            }
+        }
+        None => {
+            let body = quote!(#body_async #block);
+            let call = quote! {
+                #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
+            };
+            quote_spanned! {ret=>
+                {
+                    let __idem_types = <#return_type as #ret_path::#checked>::types();
+                    #ret_path::#finish(__idem_types, #ret_path::#runner(__idem_types, #call, #body).await)
+                }
+            }
         }
     };
 

@@ -186,6 +186,51 @@ async fn from_app(app: &App, order_id: u64) -> Result<String, Error> {
     Ok(format!("{}-{order_id}", app.region))
 }
 
+/// `transaction = "tx"`, in a free function and a method.
+#[cfg(feature = "postgres")]
+mod transactional {
+    use idempotent_core::stores::postgres::sqlx;
+    use idempotent_core::{BoxError, PostgresStore, idempotent};
+    use std::sync::Arc;
+
+    #[idempotent(key = "id", store = store, transaction = "tx")]
+    pub async fn free(store: &PostgresStore, id: i64, note: String) -> Result<i64, BoxError> {
+        sqlx::query("SELECT $1")
+            .bind(&note)
+            .execute(&mut *tx)
+            .await?;
+        Ok(id)
+    }
+
+    pub struct Service {
+        pub db: Arc<PostgresStore>,
+    }
+
+    impl Service {
+        #[idempotent(key = "id", store = self.db, transaction = "conn", namespace = "expansion_lints.tx")]
+        pub async fn method(&self, id: i64) -> Result<u64, BoxError> {
+            let done = sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            Ok(done.rows_affected() + id.unsigned_abs())
+        }
+    }
+
+    // A runtime for the lazy pool, which starts its reaper task.
+    #[tokio::test]
+    async fn transactional_forms_are_send() {
+        fn assert_send<F: std::future::Future + Send>(_: F) {}
+        // Lazy: never connects, the futures are only built.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://localhost/none")
+            .expect("a lazy pool");
+        let store = PostgresStore::from_pool(pool);
+        assert_send(free(&store, 1, String::new()));
+        let service = Service {
+            db: Arc::new(store.clone()),
+        };
+        assert_send(service.method(1));
+    }
+}
+
 fn assert_send<F: std::future::Future + Send>(_: &F) {}
 
 // The expansion keeps a `Send` body's future `Send`, in every form of `store`.

@@ -19,8 +19,9 @@ fn ui() {
     t.compile_fail("ui/fail/*.rs");
 }
 
-/// The cases of `ui/fail/` whose single error is reported at a bound on the return type.
-const RETURN_TYPE_CASES: &[(&str, &str)] = &[
+/// The cases of `ui/fail/` whose single error is an unmet bound that the expansion needs in
+/// more than one place: on the return type, and on the store of `transaction`.
+const SINGLE_ERROR_CASES: &[(&str, &str)] = &[
     (
         "output_not_serializable",
         "`Receipt` cannot be stored for replay",
@@ -37,16 +38,20 @@ const RETURN_TYPE_CASES: &[(&str, &str)] = &[
         "cache_errors_error_not_serializable",
         "cannot be stored for replay",
     ),
+    (
+        "transaction_not_postgres",
+        "`transaction = ...` runs the body in a PostgreSQL transaction",
+    ),
 ];
 
 /// How long one build of the fixture may take: the first one compiles the dependencies.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Each return-type case is one error in an incremental build and in a non-incremental one,
+/// Each such case is one error in an incremental build and in a non-incremental one,
 /// counted in cargo's JSON messages (which, unlike the rendered output, keep an error that
 /// repeats another one word for word).
 #[test]
-fn return_type_errors_are_reported_once_in_incremental_builds_too() {
+fn bound_errors_are_reported_once_in_incremental_builds_too() {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("the workspace root");
     let fixture = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("incremental-errors");
@@ -56,7 +61,7 @@ fn return_type_errors_are_reported_once_in_incremental_builds_too() {
          [dependencies]\nidempotent-core = {{ path = {:?} }}\n\n",
         workspace.join("idempotent-core")
     );
-    for (case, _) in RETURN_TYPE_CASES {
+    for (case, _) in SINGLE_ERROR_CASES {
         manifest.push_str(&format!(
             "[[bin]]\nname = \"{case}\"\npath = {:?}\n\n",
             manifest_dir.join("ui/fail").join(format!("{case}.rs"))
@@ -70,7 +75,7 @@ fn return_type_errors_are_reported_once_in_incremental_builds_too() {
 
     for incremental in ["1", "0"] {
         let errors = build(&fixture, incremental);
-        for (case, message) in RETURN_TYPE_CASES {
+        for (case, message) in SINGLE_ERROR_CASES {
             let case_errors: Vec<&String> = errors
                 .iter()
                 .filter(|(target, _)| target == case)
