@@ -39,8 +39,10 @@
 //!   a future.
 //! - [`MemoryStore`] is the embedded default store; [`set_default_store`] replaces the process
 //!   default.
-//! - [`KeyPart`] marks the types a key can be built from; [`generate_idempotency_key`] derives
-//!   keys compatible with a common Python key function, so Rust and Python services share keys.
+//! - [`KeyPart`](trait@KeyPart) marks the types a key can be built from, and
+//!   `#[derive(KeyPart)]` implements it for your structs and enums;
+//!   [`generate_idempotency_key`] derives keys compatible with a common Python key function,
+//!   so Rust and Python services share keys.
 //!
 //! # Guarantees
 //!
@@ -126,29 +128,25 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// The arguments that identify the operation, comma separated. Field paths are allowed
 /// (`key = "order.id, self.tenant_id"`); calls are not, because a call such as `Utc::now()`
-/// returns something new on every retry. Every part must implement [`KeyPart`]; timestamps,
-/// random values and `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over
-/// the namespace and the parts, in order (see [`key`]).
+/// returns something new on every retry. Every part must implement
+/// [`KeyPart`](trait@KeyPart) (derive it for your own types); timestamps, random values and
+/// `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over the namespace and
+/// the parts, in order (see [`key`]).
 ///
-/// An argument the key reads through a field (`order` in `key = "order.id"`) is also
-/// fingerprinted whole, so it must implement [`KeyPart`] too: a retry with the same `order.id`
-/// but another `order.amount` is then an [`Error::PayloadMismatch`] instead of a replay of a
-/// result computed for another order. Name it in `skip` when no other field can change the
-/// result. `self` is the exception: it is the service, not the request, and is never
-/// fingerprinted, so `self.tenant_id` in the key is all of `self` that counts.
+/// An argument the key reads through a field (`order` in `key = "order.id"`) is also fingerprinted
+/// whole, so it must implement [`KeyPart`](trait@KeyPart) too: a retry with the same `order.id` but
+/// another `order.amount` is then an [`Error::PayloadMismatch`] instead of a replay of a result
+/// computed for another order. Name it in `skip` when no other field can change the result. `self`
+/// is the exception: it is the service, not the request, and is never fingerprinted, so
+/// `self.tenant_id` in the key is all of `self` that counts.
 ///
 /// ```
-/// use idempotent_core::{Error, KeyPart, KeyWriter, idempotent};
+/// use idempotent_core::{Error, KeyPart, idempotent};
 ///
+/// #[derive(KeyPart)]
 /// struct Refund {
 ///     order_id: u64,
 ///     amount: u64,
-/// }
-///
-/// impl KeyPart for Refund {
-///     fn write_key_part(&self, out: &mut KeyWriter<'_>) {
-///         (self.order_id, self.amount).write_key_part(out);
-///     }
 /// }
 ///
 /// #[idempotent(key = "request.order_id")]
@@ -160,14 +158,20 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `ttl = "24h"`
 ///
-/// How long a completed result is replayed. Units `ms`, `s`, `m`, `h`, `d`, and compounds such
-/// as `"1h30m"`; checked at compile time. Default `"24h"`.
+/// How long a completed result is replayed. Default `"24h"`. Checked at compile time.
+///
+/// A duration is one or more whole numbers, each with a unit: `ms`, `s`, `m`, `h` and `d`, or
+/// their names, singular or plural (`millisecond`, `second` or `sec`, `minute` or `min`,
+/// `hour` or `hr`, `day`). Spaces between a number and its unit and between parts are fine:
+/// `"24h"`, `"1h30m"`, `"1 hour 30 minutes"`, `"90 secs"`, `"500ms"`. Units are lowercase.
+/// A fraction (`"1.5h"`) or a week (`"2w"`) is a compile error that says what to write
+/// instead (`"1h30m"` or `"90m"`; `"14d"`).
 ///
 /// ## `lease = "30s"`
 ///
 /// How long an in-progress claim holds without a heartbeat. While the body runs, the claim is
 /// extended every `lease / 3`, so a long body keeps it; if the process dies, a duplicate takes
-/// over after `lease`. Default `"30s"`.
+/// over after `lease`. Default `"30s"`; written like `ttl` (`"30s"`, `"2 minutes"`).
 ///
 /// The shortest lease is `"1s"` ([`MIN_LEASE`]); a shorter one is a compile error. Each renewal
 /// must reach the store before the lease runs out, and on a loaded machine a lease of a few
@@ -177,10 +181,18 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// ## `store = <expr>`
 ///
 /// The [`IdempotencyStore`] to use, evaluated once on every call: a `&MemoryStore` parameter
-/// (`store = store`, and that parameter is not fingerprinted), a field (`store = self.store`),
-/// an `Arc<dyn IdempotencyStore>`. A store, a reference to one and an `Arc` or `Box` of one
-/// are all stores; reach into any other smart pointer with `store = &*self.store`. Without
-/// it, the process default ([`set_default_store`], else a process-wide [`MemoryStore`]).
+/// (`store = store`), a field (`store = self.store`, `store = app.pg`), an
+/// `Arc<dyn IdempotencyStore>`, a method call (`store = app.store()`). A store, a reference to
+/// one and an `Arc` or `Box` of one are all stores; reach into any other smart pointer with
+/// `store = &*self.store`. Without it, the process default ([`set_default_store`], else a
+/// process-wide [`MemoryStore`]).
+///
+/// The argument the expression starts from (`store` in `store = store`, `app` in `store = app.pg`
+/// or `store = &*app.stores.orders`) holds the store: it is the service's state, like `self`, not
+/// part of the request, so it is not fingerprinted and need not implement
+/// [`KeyPart`](trait@KeyPart). If it also carries request data, pass that data as an argument of
+/// its own, or name it in `key` (`key = "app.tenant_id, order_id"`). Other arguments in the
+/// expression, such as `shard` in `store = app.stores[shard]`, are fingerprinted as usual.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -201,11 +213,110 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// async fn on_event(store: &MemoryStore, event_id: String) -> Result<(), Error> {
 ///     Ok(())
 /// }
+///
+/// // Neither fingerprinted nor a `KeyPart`: `app` is where the store is.
+/// struct App {
+///     pg: MemoryStore,
+///     http: reqwest_like::Client,
+/// }
+/// # mod reqwest_like { pub struct Client; }
+///
+/// #[idempotent(key = "order_id", store = app.pg)]
+/// async fn ship(app: &App, order_id: u64, carrier: String) -> Result<(), Error> {
+///     Ok(())
+/// }
 /// # fn main() {}
 /// ```
 ///
 /// With `&mut self`, a store expression that borrows `self` conflicts with a body that calls
 /// `&mut self` methods; write `store = self.store.clone()` for an `Arc` field.
+///
+/// ## `transaction = "tx"`
+///
+/// Runs the body inside a transaction of the store's own database, which also records the
+/// result: the body's writes and the record commit together, or not at all. `store = ...` is
+/// required and must be a `PostgresStore` (feature `postgres`), a reference to one, or an
+/// `Arc` or `Box` of one; any other store is a compile error at the expression. The body sees
+/// the transaction under the name given, as `tx: &mut PgConnection`
+/// (`idempotent_core::stores::postgres::sqlx::PgConnection`). It is not an argument: the
+/// function's signature is the one callers see and pass arguments to. Key, fingerprint and
+/// namespace follow the same rules as for any other function.
+///
+#[cfg_attr(feature = "postgres", doc = "```no_run")]
+#[cfg_attr(not(feature = "postgres"), doc = "```ignore")]
+/// use idempotent_core::stores::postgres::sqlx;
+/// use idempotent_core::{Error, PostgresStore, idempotent};
+///
+/// #[derive(Debug)]
+/// enum ShipError {
+///     /// The order was shipped by another request: a unique violation, an answer of its own.
+///     AlreadyShipped,
+///     Database(sqlx::Error),
+///     Idempotency(Error),
+/// }
+///
+/// impl From<Error> for ShipError {
+///     fn from(error: Error) -> Self {
+///         ShipError::Idempotency(error)
+///     }
+/// }
+///
+/// impl From<sqlx::Error> for ShipError {
+///     fn from(error: sqlx::Error) -> Self {
+///         match &error {
+///             sqlx::Error::Database(database) if database.is_unique_violation() => {
+///                 ShipError::AlreadyShipped
+///             }
+///             _ => ShipError::Database(error),
+///         }
+///     }
+/// }
+///
+/// #[idempotent(key = "order_id", store = store, transaction = "tx")]
+/// async fn ship(store: &PostgresStore, order_id: i64, carrier: String) -> Result<String, ShipError> {
+///     sqlx::query("INSERT INTO shipments (order_id, carrier) VALUES ($1, $2)")
+///         .bind(order_id)
+///         .bind(&carrier)
+///         .execute(&mut *tx)
+///         .await?;
+///     Ok(format!("shipment-{order_id}"))
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), ShipError> {
+/// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+/// let shipment = ship(&store, 17, "ups".to_owned()).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A call claims the key first, outside the transaction, so that concurrent duplicates see
+/// the claim at once and wait or are rejected; a completed record is replayed without opening
+/// a transaction, and the body does not run. Otherwise a transaction is begun, the body runs
+/// with it (its claim heartbeated on another connection), and on `Ok` the record is written in
+/// the same transaction, which then commits. An `Err` rolls the transaction back and releases
+/// the key, so a retry runs the body again; so does a cancelled or panicking call. If the
+/// claim was taken over while the body ran (a pause past the lease), the commit is refused,
+/// the writes are rolled back, and the call fails with [`Error::LeaseLost`]: the body's
+/// database effects happen exactly once. Effects outside the transaction (HTTP calls, other
+/// databases) are at-least-once, as for any call. `PostgresStore::transactional` documents
+/// the exact guarantees.
+///
+/// The body's errors are yours: a failed statement is whatever your error type's
+/// `From<sqlx::Error>` (or your own `map_err`) makes of it, such as `ShipError::AlreadyShipped`
+/// above, never an [`Error::Store`]. Only the store's own failures (the claim, `BEGIN`,
+/// recording the result, `COMMIT`) reach you as an [`Error::Store`], through
+/// `From<idempotent_core::Error>`, and only those mean "retry later".
+///
+/// `cache_errors = true` is refused with `transaction` (an `Err` is rolled back, so there are
+/// no effects a replay could report), and so is `on_store_error = "fail_open"` (a result that
+/// cannot be recorded is rolled back with the body's writes).
+///
+/// **A connection passed as an argument is not the same.** `conn: &mut PgConnection` with
+/// `skip = "conn"` compiles, but what the body writes through `conn` is not in the
+/// transaction that records the result: a crash after those writes and before the record runs
+/// the body again, and a body that fails after writing leaves its writes behind while its key
+/// is released for a retry. Use `transaction` for writes that must happen once.
 ///
 /// ## `namespace = "orders.charge"`
 ///
@@ -240,13 +351,18 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// ## `skip = "db, client"`
 ///
-/// Arguments left out of the request fingerprint. Every argument except `self`, the arguments
-/// the key uses whole and the `store` argument is fingerprinted by default (an argument the key
-/// reads through a field included), so a retry with the same key but, say, a different amount
-/// fails with [`Error::PayloadMismatch`] instead of replaying a result computed for other
-/// inputs. Fingerprinted arguments must implement [`KeyPart`]; skip clients, connection pools
-/// and anything that legitimately differs between retries. An argument the key uses whole
-/// cannot be skipped (the key already covers all of it); one it reads through a field can.
+/// Arguments left out of the request fingerprint. Every argument except `self`, the arguments the
+/// key uses whole and the argument the `store` expression starts from is fingerprinted by default
+/// (an argument the key reads through a field included), so a retry with the same key but, say, a
+/// different amount fails with [`Error::PayloadMismatch`] instead of replaying a result computed
+/// for other inputs. Fingerprinted arguments must implement [`KeyPart`](trait@KeyPart); skip
+/// clients, connection pools and anything that legitimately differs between retries. An argument
+/// the key uses whole cannot be skipped (the key already covers all of it); one it reads through a
+/// field can.
+///
+/// A skipped `&mut PgConnection` (or `sqlx::Transaction`) is a connection like any other: the
+/// body's writes through it are not in the transaction that records the result. For writes
+/// that must commit with the record, use [`transaction = "tx"`](#transaction--tx) instead.
 ///
 /// ```
 /// use idempotent_core::{Error, idempotent};
@@ -343,9 +459,6 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///         .ttl(Duration::from_millis(86_400_000))
 ///         .on_in_flight(OnInFlight::Wait)
 ///         .on_store_error(OnStoreError::FailClosed);
-///     // The return type is a `Result` whose value is storable and whose error type takes an
-///     // `idempotent_core::Error` (checked here, so an error points at the return type).
-///     assert_output::<Result<String, Error>>();
 ///     let namespace = concat!(module_path!(), "::", "charge");
 ///     let key = IdempotencyKey::builder(namespace)
 ///         .part(&order_id)
@@ -356,10 +469,17 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///     let fingerprint = Fingerprint::builder().field("amount_cents", &amount_cents).finish();
 ///     // With `store = <expr>`: `let store: &dyn Store = &(<expr>);`, then `store.store()`.
 ///     let store = default_store();
-///     // The body runs inside the engine's future, awaited here; `cache_errors = true` calls
-///     // `run_caching_errors` instead.
-///     finish::<Result<String, Error>>(
-///         run::<Result<String, Error>, _>(
+///     // The return type is a `Result` whose value is storable and whose error type takes an
+///     // `idempotent_core::Error`: checked here, once, so an error points at the return type
+///     // (`cache_errors = true` checks `CachingResult`, whose error type is storable too).
+///     let types = <Result<String, Error> as IdempotentResult>::types();
+///     // The body runs inside the engine's future, awaited here. With `transaction = "tx"`:
+///     // `let store = <_ as TransactionalStore>::backend(&(<expr>));`, then
+///     // `run_in_transaction(types, store, scope, async |tx| { body })` in place of `run`.
+///     finish(
+///         types,
+///         run(
+///             types,
 ///             call(&*store, namespace, &key, fingerprint, &OPTIONS),
 ///             async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
 ///         )
@@ -394,6 +514,92 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use idempotent_macros::idempotent;
+
+/// Derives [`KeyPart`](trait@KeyPart) for a struct or an enum, so that it can be part of a key or a
+/// fingerprinted argument of an `#[idempotent]` function.
+///
+/// ```
+/// use idempotent_core::{Error, KeyPart, idempotent};
+///
+/// #[derive(KeyPart)]
+/// #[key_part(transparent)] // encodes as the `u64` itself
+/// struct OrderId(u64);
+///
+/// #[derive(KeyPart)]
+/// enum Action {
+///     Capture,
+///     Refund { partial: bool },
+/// }
+///
+/// #[derive(KeyPart)]
+/// struct Shipment {
+///     address: String,
+///     items: Vec<(String, u32)>,
+/// }
+///
+/// // `shipment` is fingerprinted: a retry with other items is a payload mismatch.
+/// #[idempotent(key = "order_id, action")]
+/// async fn ship(order_id: OrderId, action: Action, shipment: Shipment) -> Result<u64, Error> {
+///     Ok(shipment.items.len() as u64)
+/// }
+/// # fn main() {}
+/// ```
+///
+/// # Encoding
+///
+/// The encoding is a persisted format: records are found by keys computed from it, so a
+/// change to it makes retries across a deploy run their bodies again. It is the
+/// [`key`] module's canonical encoding, written field by field:
+///
+/// - A struct encodes as the tuple of its fields, in declaration order: `Shipment` above as
+///   `(address, items)`; a unit struct as `()`. Field names are not encoded, so renaming a field
+///   keeps every key. The field count is, so **adding or removing a field changes every key of the
+///   type**, and so does reordering fields; swapping two fields of the same type would even make
+///   old records match other requests. Add a field that must not change existing keys with
+///   `#[key_part(skip)]`, which leaves it out of keys and fingerprints. - An enum variant encodes
+///   as its name, its field count and its fields, in declaration order
+///   ([`KeyWriter::begin_variant`]). The name is the tag, not the variant's position: reordering
+///   variants or inserting one keeps every key, and no reordering can make one variant's records
+///   answer for another's. Renaming a variant changes its keys; keep them with `#[key_part(rename =
+///   "OldName")]`. - Each field encodes as its type's [`KeyPart`](trait@KeyPart), so integers keep
+///   their keys when their width changes, as everywhere else.
+///
+/// A hand-written impl that calls [`KeyWriter::begin_tuple`] or [`KeyWriter::begin_variant`]
+/// and then writes the same fields encodes exactly like the derive.
+///
+/// # Options
+///
+/// - `#[key_part(skip)]` on a field: leave it out (it is not counted either). For what does
+///   not identify the request or change its result: a trace id, a receive time.
+/// - `#[key_part(transparent)]` on a struct with one field: encode it as that field, so a
+///   newtype such as `OrderId(u64)` keeps the keys of the `u64` it replaces.
+/// - `#[key_part(rename = "Name")]` on an enum variant: the tag to write instead of its name.
+/// - `#[key_part(crate = "path")]` on the struct or enum: where `idempotent_core` is, for a
+///   renamed dependency.
+///
+/// A generic type gets a `KeyPart` bound on each type parameter: `Wrapper<T>` is a
+/// `KeyPart` where `T` is one.
+///
+/// # Compile-time checks
+///
+/// A field whose type can never repeat is an error at that field, as for an argument of an
+/// `#[idempotent]` function: timestamps (`SystemTime`, `Instant`, chrono and time types),
+/// random number generators, and `HashMap`/`HashSet` (use `BTreeMap`/`BTreeSet`). Leave such a
+/// field out with `#[key_part(skip)]`. A field of any other type that is not a `KeyPart` is one
+/// error at its type. Unions are refused.
+///
+/// ```compile_fail
+/// use idempotent_core::KeyPart;
+///
+/// #[derive(KeyPart)]
+/// struct Order {
+///     id: u64,
+///     placed_at: std::time::SystemTime, // error: changes on every retry
+/// }
+/// ```
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use idempotent_macros::KeyPart;
 
 fn default_store_slot() -> &'static RwLock<Arc<dyn IdempotencyStore>> {
     static DEFAULT: OnceLock<RwLock<Arc<dyn IdempotencyStore>>> = OnceLock::new();

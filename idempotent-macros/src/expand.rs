@@ -51,6 +51,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         ttl_ms,
         lease_ms,
         store,
+        transaction,
         namespace,
         on_in_flight,
         fail_open,
@@ -178,11 +179,27 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     // The store expression is evaluated once per call and borrowed for the whole call; like
     // any `let`, this drops the expression's other temporaries (a lock guard) at once. A store,
     // a reference to one and an `Arc` or `Box` of one are all stores; anything else is
-    // reported at the expression, with the message of `__private::Store`.
-    let (store_value, store) = match store {
+    // reported at the expression, with the message of `__private::Store` (or, with
+    // `transaction`, of `__private::TransactionalStore`).
+    let generated = |at: Span| Span::call_site().located_at(at);
+    let (store_value, store) = match &store {
+        Some(expr) if transaction.is_some() => {
+            let (first, last) = edges(expr);
+            let borrowed = quote_spanned!(generated(first)=> &);
+            let grouped = quote_spanned!(generated(last)=> (#expr));
+            let backend =
+                quote_spanned!(generated(first)=> <_ as #here::TransactionalStore>::backend);
+            let argument = quote_spanned!(generated(last)=> (__idem_store_ref));
+            (
+                quote! {
+                    let __idem_store_ref = #borrowed #grouped;
+                    let __idem_store_value = #backend #argument;
+                },
+                quote!(__idem_store_value),
+            )
+        }
         Some(expr) => {
-            let (first, last) = edges(&expr);
-            let generated = |at: Span| Span::call_site().located_at(at);
+            let (first, last) = edges(expr);
             // The borrow is shown at the expression (it lasts the whole call).
             let borrowed = quote_spanned!(generated(first)=> &);
             let grouped = quote_spanned!(generated(last)=> (#expr));
@@ -209,41 +226,63 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         InFlight::Reject => quote!(#here::OnInFlight::Reject),
     };
 
-    // The return type's bounds are asserted first, with the messages of `__private`'s marker
-    // traits. The runner's call, its `.await` and `finish` need the same bounds again; the compiler
-    // reports an unmet bound once per span, and `.await` has the span of its one keyword, so
-    // everything that needs these bounds sits on one token of the return type: the name of
-    // the type (`Result`, or an alias such as `Res`).
+    // The return type's bounds are all on the runner's call (`__private::run`), with the
+    // messages of `__private`'s marker traits, and no other call repeats them: in an
+    // incremental build, the compiler reports an unmet bound once per call that needs it, even
+    // at one token. The call, its `.await` and `finish` are shown at one token of the return
+    // type, the name of the type (`Result`, or an alias such as `Res`), which is where the
+    // user fixes it.
     let ret = return_type_token(&return_type);
     let ret_path = private(ret);
     // The compiler reports a bound on a generic argument at that argument's tokens.
     let return_type = relocate(return_type.to_token_stream(), ret);
-    let mut output_check = quote_spanned! {ret=>
-        #ret_path::assert_output::<#return_type>();
-    };
-    if cache_errors {
-        output_check.extend(quote_spanned! {ret=>
-            #ret_path::assert_error_storable::<#return_type>();
-        });
-    }
-    let runner = if cache_errors {
-        quote_spanned!(ret=> run_caching_errors)
+    let (checked, runner, finish) = if cache_errors {
+        (
+            quote_spanned!(ret=> CachingResult),
+            quote_spanned!(ret=> run_caching_errors),
+            quote_spanned!(ret=> finish_caching_errors),
+        )
     } else {
-        quote_spanned!(ret=> run)
+        (
+            quote_spanned!(ret=> IdempotentResult),
+            quote_spanned!(ret=> run),
+            quote_spanned!(ret=> finish),
+        )
     };
     // The body becomes an async block, shown where the body is (borrow errors name it). It is
     // awaited inside the engine's future, which is awaited in the function's own body: no
     // other future wraps it.
     let body_async =
         quote_spanned!(Span::call_site().located_at(block.brace_token.span.join())=> async);
-    let body = quote!(#body_async #block);
-    let call = quote! {
-        #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
-    };
-    let run = quote_spanned! {ret=>
-        #ret_path::finish::<#return_type>(
-            #ret_path::#runner::<#return_type, _>(#call, #body).await
-        )
+    let run = match &transaction {
+        // The body receives the transaction: an `async` closure whose parameter has the name
+        // `transaction` gives, and the type of the store's connection.
+        Some(tx) => {
+            let scope = quote! {
+                #here::transaction_scope(#namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
+            };
+            quote_spanned! {ret=>
+                {
+                    let __idem_types = <#return_type as #ret_path::#checked>::types();
+                    #ret_path::finish(
+                        __idem_types,
+                        #ret_path::run_in_transaction(__idem_types, #store, #scope, #body_async |#tx| #block).await,
+                    )
+                }
+            }
+        }
+        None => {
+            let body = quote!(#body_async #block);
+            let call = quote! {
+                #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
+            };
+            quote_spanned! {ret=>
+                {
+                    let __idem_types = <#return_type as #ret_path::#checked>::types();
+                    #ret_path::#finish(__idem_types, #ret_path::#runner(__idem_types, #call, #body).await)
+                }
+            }
+        }
     };
 
     // Only the durations the attribute sets; the others keep `CallOptions`' defaults.
@@ -260,7 +299,6 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
                 #lease
                 .on_in_flight(#in_flight)
                 .on_store_error(#on_store_error);
-            #output_check
             let __idem_key = {
                 let mut __idem_key_builder = #here::IdempotencyKey::builder(#namespace);
                 #(#key_parts)*

@@ -1,5 +1,5 @@
-//! The `#[idempotent]` attribute. Depend on `idempotent-core`, which re-exports it with its
-//! documentation; this crate only parses, validates and expands.
+//! The `#[idempotent]` attribute and `#[derive(KeyPart)]`. Depend on `idempotent-core`, which
+//! re-exports both with their documentation; this crate only parses, validates and expands.
 //!
 //! - `options`: the options table and the parser of the attribute's arguments;
 //! - `validate`: one check per option, against the function (`function`), its key expressions
@@ -7,8 +7,10 @@
 //!   valid `Config`;
 //! - `expand`: the generated function, a call into `idempotent_core::__private`, with the
 //!   module-level check (`module_level`) and the spans that put errors on the user's tokens
-//!   (`spans`).
+//!   (`spans`);
+//! - `derive`: `#[derive(KeyPart)]`, the canonical encoding of a struct or enum.
 
+mod derive;
 mod duration;
 mod expand;
 mod function;
@@ -22,8 +24,17 @@ mod validate;
 
 use proc_macro::TokenStream;
 
-/// See `idempotent_core::idempotent` for the reference documentation.
+// The documentation of both entry points is on their re-exports in `idempotent_core`, where
+// its examples compile; a doc comment here would be appended to it.
+
+#[allow(missing_docs)]
 #[proc_macro_attribute]
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::attribute(args.into(), item.into()).into()
+}
+
+#[allow(missing_docs)]
+#[proc_macro_derive(KeyPart, attributes(key_part))]
+pub fn derive_key_part(input: TokenStream) -> TokenStream {
+    derive::derive(input.into()).into()
 }

@@ -40,6 +40,16 @@ impl Unstable {
         )
     }
 
+    /// The message for a field `field` of a type with `#[derive(KeyPart)]`, whose type
+    /// contains `ty`.
+    pub(crate) fn in_field(self, field: &str, ty: &Ident) -> String {
+        format!(
+            "field `{field}` cannot be part of a key: {}; {}, or leave the field out with `#[key_part(skip)]`",
+            self.describe(ty),
+            self.fix(ty)
+        )
+    }
+
     /// The message for a fingerprinted argument `param` whose type contains `ty`; `skip` is
     /// the `skip` list that would leave it out.
     pub(crate) fn in_fingerprint(self, param: &str, ty: &Ident, skip: &str) -> String {

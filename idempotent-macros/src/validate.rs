@@ -6,9 +6,9 @@
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
-use syn::{Expr, ItemFn, LitBool, LitStr, Type};
+use syn::{Expr, Ident, ItemFn, LitBool, LitStr, Type};
 
-use crate::duration::parse_duration_ms;
+use crate::duration::{DurationError, parse_duration_ms};
 use crate::function::{Function, Names, Param};
 use crate::key::{KeyItem, parse_key};
 use crate::options::Options;
@@ -23,6 +23,8 @@ pub(crate) struct Config {
     pub(crate) ttl_ms: Option<u64>,
     pub(crate) lease_ms: Option<u64>,
     pub(crate) store: Option<Expr>,
+    /// `transaction = "tx"`: the name the body's transaction is bound to. `store` is then set.
+    pub(crate) transaction: Option<Ident>,
     pub(crate) namespace: Option<LitStr>,
     pub(crate) on_in_flight: InFlight,
     /// Whether the body runs unprotected when the store fails (`on_store_error = "fail_open"`).
@@ -58,7 +60,7 @@ impl Errors {
         }
     }
 
-    fn finish(self) -> syn::Result<()> {
+    pub(crate) fn finish(self) -> syn::Result<()> {
         self.0.map_or(Ok(()), Err)
     }
 }
@@ -107,6 +109,18 @@ impl Config {
         let fail_open = on_store_error(options.on_store_error.as_ref(), &mut errors);
         let krate = krate(options.krate.as_ref(), &mut errors);
         let cache_errors = cache_errors(options.cache_errors.as_ref());
+        let transaction = options.transaction.as_ref().and_then(|literal| {
+            transaction(
+                literal,
+                &Transactional {
+                    store: options.store.as_ref(),
+                    cache_errors: options.cache_errors.as_ref().filter(|_| cache_errors),
+                    fail_open: options.on_store_error.as_ref().filter(|_| fail_open),
+                    names,
+                },
+                &mut errors,
+            )
+        });
 
         let fingerprinted = fingerprinted(
             &function.params,
@@ -132,6 +146,7 @@ impl Config {
             ttl_ms,
             lease_ms,
             store: options.store,
+            transaction,
             namespace: options.namespace,
             on_in_flight,
             fail_open,
@@ -169,11 +184,8 @@ fn ttl(literal: &LitStr, errors: &mut Errors) -> u64 {
             1
         }
         Ok(ms) => ms,
-        Err(problem) => {
-            errors.push(syn::Error::new_spanned(
-                literal,
-                format!("invalid `ttl`: {problem}, such as `ttl = \"24h\"`"),
-            ));
+        Err(error) => {
+            errors.push(duration_error("ttl", "24h", literal, error));
             1
         }
     }
@@ -197,14 +209,37 @@ fn lease(literal: &LitStr, errors: &mut Errors) -> u64 {
             ));
             MIN_LEASE_MS
         }
-        Err(problem) => {
-            errors.push(syn::Error::new_spanned(
-                literal,
-                format!("invalid `lease`: {problem}, such as `lease = \"30s\"`"),
-            ));
+        Err(error) => {
+            errors.push(duration_error("lease", "30s", literal, error));
             MIN_LEASE_MS
         }
     }
+}
+
+/// "invalid `ttl`: ..., such as `ttl = \"24h\"`", or, for a duration written in a form the
+/// attribute does not take, exactly what to write instead.
+fn duration_error(
+    option: &str,
+    example: &str,
+    literal: &LitStr,
+    error: DurationError,
+) -> syn::Error {
+    let message = match error {
+        DurationError::Problem(problem) => {
+            format!("invalid `{option}`: {problem}, such as `{option} = \"{example}\"`")
+        }
+        DurationError::Rewrite { problem, write } => {
+            let write: Vec<String> = write
+                .iter()
+                .map(|value| format!("`{option} = \"{value}\"`"))
+                .collect();
+            format!(
+                "invalid `{option}`: {problem}; write {}",
+                write.join(" or ")
+            )
+        }
+    };
+    syn::Error::new_spanned(literal, message)
 }
 
 /// `skip`: arguments of this function, each once, none of them `self` or used whole by the
@@ -261,8 +296,10 @@ fn skip(
 }
 
 /// `store`: any expression (the compiler checks that it is a store). Returns the argument it
-/// reads from, such as `store` in `store`, `&**store` or `store.clone()`: that argument is the
-/// store, not part of the request, and is not fingerprinted.
+/// reads from, such as `store` in `store`, `&**store` or `store.clone()`, and `app` in
+/// `app.pg`, `&*app.stores.orders` or `app.store()`: that argument holds the store, it is the
+/// service's state rather than part of the request (as `self` is for `store = self.store`),
+/// and is not fingerprinted.
 fn store(expr: &Expr) -> Option<String> {
     match expr {
         Expr::Path(path) if path.qself.is_none() => {
@@ -273,8 +310,82 @@ fn store(expr: &Expr) -> Option<String> {
         Expr::Paren(paren) => store(&paren.expr),
         Expr::Group(group) => store(&group.expr),
         Expr::MethodCall(call) => store(&call.receiver),
+        Expr::Field(field) => store(&field.base),
+        Expr::Index(index) => store(&index.expr),
+        Expr::Try(attempt) => store(&attempt.expr),
         _ => None,
     }
+}
+
+/// What `transaction` is checked against.
+struct Transactional<'a> {
+    store: Option<&'a Expr>,
+    /// `cache_errors = true`, if given.
+    cache_errors: Option<&'a LitBool>,
+    /// `on_store_error = "fail_open"`, if given.
+    fail_open: Option<&'a LitStr>,
+    names: &'a Names,
+}
+
+/// `transaction = "tx"`: a name that is not an argument, with `store` given, and neither
+/// `cache_errors` nor fail-open (a transaction's record commits with the body's writes or not
+/// at all). Returns the name.
+fn transaction(
+    literal: &LitStr,
+    options: &Transactional<'_>,
+    errors: &mut Errors,
+) -> Option<Ident> {
+    let name = literal.value();
+    let ident = match syn::parse_str::<Ident>(&name) {
+        // The literal's span: the body, written next to the attribute, names it.
+        Ok(mut ident) => {
+            ident.set_span(literal.span());
+            ident
+        }
+        Err(_) => {
+            errors.push(syn::Error::new_spanned(
+                literal,
+                format!(
+                    "`{name}` is not a name; `transaction` names the body's transaction, such as `transaction = \"tx\"`"
+                ),
+            ));
+            return None;
+        }
+    };
+    let mut ok = true;
+    if name == "self" || options.names.contains(&name) {
+        errors.push(syn::Error::new_spanned(
+            literal,
+            format!(
+                "`{name}` is already an argument of this function; the transaction is a name of its own that the body uses, such as `transaction = \"tx\"`"
+            ),
+        ));
+        ok = false;
+    }
+    if options.store.is_none() {
+        errors.push(syn::Error::new_spanned(
+            literal,
+            format!(
+                "`transaction = \"{name}\"` needs `store = ...`, the `PostgresStore` whose transaction the body runs in, such as `store = self.db`"
+            ),
+        ));
+        ok = false;
+    }
+    if let Some(cache_errors) = options.cache_errors {
+        errors.push(syn::Error::new_spanned(
+            cache_errors,
+            "`cache_errors = true` cannot be used with `transaction`: an `Err` rolls the body's writes back, and a replay of it would report a result whose effects never happened; remove `cache_errors`",
+        ));
+        ok = false;
+    }
+    if let Some(fail_open) = options.fail_open {
+        errors.push(syn::Error::new_spanned(
+            fail_open,
+            "`on_store_error = \"fail_open\"` cannot be used with `transaction`: the body's writes commit with its record or not at all, so when the store cannot record the result there is no result to return; remove `on_store_error`",
+        ));
+        ok = false;
+    }
+    ok.then_some(ident)
 }
 
 /// `namespace`: not empty; required on a method.

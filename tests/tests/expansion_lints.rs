@@ -82,6 +82,62 @@ async fn scaled<const FACTOR: u64>(id: u64, label: impl KeyPart) -> Result<u64, 
     Ok(id * FACTOR)
 }
 
+// `#[derive(KeyPart)]` in each of its forms.
+#[derive(KeyPart)]
+struct Derived<'a, T> {
+    id: u64,
+    name: &'a str,
+    items: Vec<T>,
+    #[key_part(skip)]
+    note: String,
+}
+
+#[derive(KeyPart)]
+#[key_part(transparent)]
+struct DerivedId(u64);
+
+#[derive(KeyPart)]
+struct DerivedUnit;
+
+#[derive(KeyPart)]
+enum DerivedEnum<T> {
+    Unit,
+    Tuple(T, #[key_part(skip)] u8),
+    Named {
+        a: u8,
+    },
+    #[key_part(rename = "Old")]
+    Renamed,
+}
+
+#[derive(KeyPart)]
+enum DerivedEmpty {}
+
+#[idempotent(key = "id, kind")]
+async fn derived(
+    id: DerivedId,
+    kind: DerivedEnum<u8>,
+    unit: DerivedUnit,
+    value: &Derived<'_, u8>,
+) -> Result<u64, Error> {
+    let _ = unit;
+    let kind = match kind {
+        DerivedEnum::Unit | DerivedEnum::Renamed => 0,
+        DerivedEnum::Tuple(a, b) => u64::from(a) + u64::from(b),
+        DerivedEnum::Named { a } => u64::from(a),
+    };
+    Ok(id.0
+        + kind
+        + value.id
+        + value.name.len() as u64
+        + value.items.len() as u64
+        + value.note.len() as u64)
+}
+
+fn empty_is_a_key_part(empty: &DerivedEmpty) -> &dyn KeyPart {
+    empty
+}
+
 struct Service {
     store: Arc<dyn IdempotencyStore>,
     tenant: String,
@@ -111,6 +167,70 @@ impl Service {
     }
 }
 
+// An error type with a lifetime in it (`dyn Error + 'static`): the future is still `Send`.
+#[idempotent(key = "id")]
+async fn boxed_error(id: u64, text: &str) -> Result<u64, idempotent_core::BoxError> {
+    let parsed: u64 = text.parse()?;
+    Ok(id + parsed)
+}
+
+/// Service state handed to a free function: not a `KeyPart`.
+struct App {
+    store: Arc<MemoryStore>,
+    region: String,
+}
+
+// `app` is the root of the store expression, so it is not fingerprinted.
+#[idempotent(key = "order_id", store = app.store)]
+async fn from_app(app: &App, order_id: u64) -> Result<String, Error> {
+    Ok(format!("{}-{order_id}", app.region))
+}
+
+/// `transaction = "tx"`, in a free function and a method.
+#[cfg(feature = "postgres")]
+mod transactional {
+    use idempotent_core::stores::postgres::sqlx;
+    use idempotent_core::{BoxError, PostgresStore, idempotent};
+    use std::sync::Arc;
+
+    #[idempotent(key = "id", store = store, transaction = "tx")]
+    pub async fn free(store: &PostgresStore, id: i64, note: String) -> Result<i64, BoxError> {
+        sqlx::query("SELECT $1")
+            .bind(&note)
+            .execute(&mut *tx)
+            .await?;
+        Ok(id)
+    }
+
+    pub struct Service {
+        pub db: Arc<PostgresStore>,
+    }
+
+    impl Service {
+        #[idempotent(key = "id", store = self.db, transaction = "conn", namespace = "expansion_lints.tx")]
+        pub async fn method(&self, id: i64) -> Result<u64, BoxError> {
+            let done = sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            Ok(done.rows_affected() + id.unsigned_abs())
+        }
+    }
+
+    // A runtime for the lazy pool, which starts its reaper task.
+    #[tokio::test]
+    async fn transactional_forms_are_send() {
+        fn assert_send<F: std::future::Future + Send>(_: F) {}
+        // Lazy: never connects, the futures are only built.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://localhost/none")
+            .expect("a lazy pool");
+        let store = PostgresStore::from_pool(pool);
+        assert_send(free(&store, 1, String::new()));
+        let service = Service {
+            db: Arc::new(store.clone()),
+        };
+        assert_send(service.method(1));
+    }
+}
+
 fn assert_send<F: std::future::Future + Send>(_: &F) {}
 
 // The expansion keeps a `Send` body's future `Send`, in every form of `store`.
@@ -131,6 +251,24 @@ fn every_form_is_send() {
     assert_send(&service.by_ref(1));
     assert_send(&service.by_mut(1));
     assert_send(&service.by_mut_cloned_store(1));
+    let app = App {
+        store: Arc::new(MemoryStore::new()),
+        region: "eu".to_owned(),
+    };
+    assert_send(&from_app(&app, 1));
+    assert_send(&boxed_error(1, "2"));
+    let value = Derived {
+        id: 1,
+        name: "n",
+        items: vec![1_u8],
+        note: String::new(),
+    };
+    assert_send(&derived(
+        DerivedId(1),
+        DerivedEnum::Unit,
+        DerivedUnit,
+        &value,
+    ));
 }
 
 #[tokio::test]
@@ -168,5 +306,40 @@ async fn every_form_runs_and_replays() -> Result<(), Error> {
     );
     assert_eq!(service.by_mut_cloned_store(10).await?, 12);
     assert_eq!(service.calls, 2);
+
+    // Two calls whose `app` differs only outside the store: the same request, replayed.
+    let store = Arc::new(MemoryStore::new());
+    let eu = App {
+        store: store.clone(),
+        region: "eu".to_owned(),
+    };
+    let us = App {
+        store,
+        region: "us".to_owned(),
+    };
+    assert_eq!(from_app(&eu, 1).await?, "eu-1");
+    assert_eq!(from_app(&us, 1).await?, "eu-1", "replayed, not a mismatch");
+    assert_eq!(from_app(&us, 2).await?, "us-2");
+    assert_eq!(boxed_error(1, "2").await.map_err(|e| e.to_string()), Ok(3));
+    assert!(boxed_error(2, "x").await.is_err());
+
+    let value = Derived {
+        id: 1,
+        name: "n",
+        items: vec![1_u8],
+        note: "skipped".to_owned(),
+    };
+    for (kind, expected) in [
+        (DerivedEnum::Unit, 11),
+        (DerivedEnum::Tuple(1, 2), 14),
+        (DerivedEnum::Named { a: 1 }, 12),
+        (DerivedEnum::Renamed, 11),
+    ] {
+        assert_eq!(
+            derived(DerivedId(1), kind, DerivedUnit, &value).await?,
+            expected
+        );
+    }
+    let _ = empty_is_a_key_part;
     Ok(())
 }

@@ -22,6 +22,8 @@
 //! | tuple, `()` | `(`, arity as 8 bytes big-endian, elements |
 //! | map | `{`, entry count as 8 bytes big-endian, key and value of each entry |
 //! | `Uuid` (feature `uuid`) | `U` then its 16 bytes |
+//! | struct with `#[derive(KeyPart)]` | as the tuple of its fields, in declaration order (a unit struct as `()`); with `#[key_part(transparent)]`, as its one field |
+//! | enum variant with `#[derive(KeyPart)]` | `v`, the name's byte length as 8 bytes big-endian, the name's UTF-8 bytes, the field count as 8 bytes big-endian, the fields in declaration order ([`KeyWriter::begin_variant`]) |
 //!
 //! Integers are encoded by value, so changing a parameter from `u32` to `u64` keeps its keys.
 

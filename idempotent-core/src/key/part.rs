@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 /// `Instant`, chrono and time types), which change on every retry, nor for `HashMap` and
 /// `HashSet`, whose iteration order differs between processes.
 ///
-/// Implement it for your own types by writing their fields in a fixed order:
+/// Derive it for your own structs and enums with `#[derive(KeyPart)]` (feature `macros`, on by
+/// default; the derive's documentation gives the encoding it writes), or implement it by
+/// writing their fields in a fixed order:
 ///
 /// ```
 /// use idempotent_core::{KeyPart, KeyWriter};
@@ -45,7 +47,7 @@ use sha2::{Digest, Sha256};
     label = "not a `KeyPart`",
     note = "a key part must encode the same way on every retry and in every process",
     note = "timestamps (`SystemTime`, `Instant`, chrono, time) change on every retry and random values on every call; `HashMap`/`HashSet` iterate in a different order in every process (use `BTreeMap`/`BTreeSet`)",
-    note = "if `{Self}` is your own type, implement `idempotent_core::KeyPart` for it"
+    note = "if `{Self}` is your own type, add `#[derive(idempotent_core::KeyPart)]` to it, or implement `idempotent_core::KeyPart` for it"
 )]
 pub trait KeyPart {
     /// Writes the canonical encoding of `self`.
@@ -158,6 +160,21 @@ impl KeyWriter<'_> {
     pub fn begin_map(&mut self, len: usize) {
         self.tag(b'{');
         self.len(len);
+    }
+
+    /// Writes an enum variant header: the variant's name, then the number of fields that
+    /// follow; follow it with exactly `fields` values, in declaration order.
+    /// `#[derive(KeyPart)]` writes every variant this way, so a hand-written impl that calls
+    /// it with the same name and fields encodes like the derived one.
+    ///
+    /// The name, not the variant's position, identifies it: reordering or inserting variants
+    /// keeps every key, and two variants can never swap keys. Renaming a variant changes its
+    /// keys (keep the old name with `#[key_part(rename = "Old")]` on a derived enum).
+    pub fn begin_variant(&mut self, name: &str, fields: usize) {
+        self.tag(b'v');
+        self.len(name.len());
+        self.hasher.update(name.as_bytes());
+        self.len(fields);
     }
 
     /// Writes a 16-byte UUID.

@@ -49,6 +49,55 @@ async fn scaled<const FACTOR: u64>(id: u64, label: impl KeyPart) -> Result<u64, 
     Ok(id * FACTOR)
 }
 
+// `#[derive(KeyPart)]` in each of its forms.
+#[derive(KeyPart)]
+struct Derived<'a, T> {
+    id: u64,
+    name: &'a str,
+    items: Vec<T>,
+    #[key_part(skip)]
+    note: String,
+}
+
+#[derive(KeyPart)]
+#[key_part(transparent)]
+struct DerivedId(u64);
+
+#[derive(KeyPart)]
+struct DerivedUnit;
+
+#[derive(KeyPart)]
+enum DerivedEnum<T> {
+    Unit,
+    Tuple(T, #[key_part(skip)] u8),
+    Named { a: u8 },
+    #[key_part(rename = "Old")]
+    Renamed,
+}
+
+#[derive(KeyPart)]
+enum DerivedEmpty {}
+
+#[idempotent(key = "id, kind")]
+async fn derived(
+    id: DerivedId,
+    kind: DerivedEnum<u8>,
+    unit: DerivedUnit,
+    value: &Derived<'_, u8>,
+) -> Result<u64, Error> {
+    let _ = unit;
+    let kind = match kind {
+        DerivedEnum::Unit | DerivedEnum::Renamed => 0,
+        DerivedEnum::Tuple(a, b) => u64::from(a) + u64::from(b),
+        DerivedEnum::Named { a } => u64::from(a),
+    };
+    Ok(id.0 + kind + value.id + value.name.len() as u64 + value.items.len() as u64 + value.note.len() as u64)
+}
+
+fn empty_is_a_key_part(empty: &DerivedEmpty) -> &dyn KeyPart {
+    empty
+}
+
 struct Service {
     store: Arc<dyn IdempotencyStore>,
     calls: u32,
@@ -75,4 +124,19 @@ fn main() {
     drop(scaled::<2>(1, 0_u8));
     let _ = Service::by_ref;
     let _ = Service::by_mut;
+    let value = Derived {
+        id: 1,
+        name: "n",
+        items: vec![1_u8],
+        note: String::new(),
+    };
+    for kind in [
+        DerivedEnum::Unit,
+        DerivedEnum::Tuple(1, 2),
+        DerivedEnum::Named { a: 1 },
+        DerivedEnum::Renamed,
+    ] {
+        drop(derived(DerivedId(1), kind, DerivedUnit, &value));
+    }
+    let _ = empty_is_a_key_part;
 }

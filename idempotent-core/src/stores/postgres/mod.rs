@@ -121,10 +121,30 @@
 //!
 //! # Transactional mode
 //!
-//! When the body's effects are writes to the same database, [`PostgresStore::transactional`]
-//! (or [`PostgresStore::complete_in`] for a hand-rolled flow) records the result in the same
-//! transaction as those writes: they commit together or not at all. See [`TransactionalCall`]
-//! for exactly what that guarantees.
+//! When the body's effects are writes to the same database, the result can be recorded in the
+//! same transaction as those writes: they commit together or not at all. On an annotated
+//! function, `transaction = "tx"` gives the body that transaction as `tx`, with the
+//! attribute's key, fingerprint and namespace:
+//!
+//! ```no_run
+//! use idempotent_core::stores::postgres::sqlx;
+//! use idempotent_core::{BoxError, PostgresStore, idempotent};
+//!
+//! // A failed statement stays a `sqlx::Error` inside your error type (here a boxed error).
+//! #[idempotent(key = "order_id", store = store, transaction = "tx")]
+//! async fn ship(store: &PostgresStore, order_id: i64) -> Result<u64, BoxError> {
+//!     let inserted = sqlx::query("INSERT INTO shipments (order_id) VALUES ($1)")
+//!         .bind(order_id)
+//!         .execute(&mut *tx)
+//!         .await?;
+//!     Ok(inserted.rows_affected())
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Without the attribute, [`PostgresStore::transactional`] makes the same call (or
+//! [`PostgresStore::complete_in`] a hand-rolled flow). See [`TransactionalCall`] for exactly
+//! what that guarantees.
 
 mod builder;
 mod connection;

@@ -102,26 +102,65 @@ impl PostgresStore {
 /// A call whose body runs inside a PostgreSQL transaction that also records its result
 /// (transactional mode), made with [`PostgresStore::transactional`].
 ///
-/// ```no_run
-/// use idempotent_core::{Error, PostgresStore};
-/// use idempotent_core::key::Fingerprint;
-/// use idempotent_core::stores::postgres::sqlx;
+/// On an annotated function, `#[idempotent(store = ..., transaction = "tx")]` makes this call
+/// with the attribute's key, fingerprint and namespace, and gives the body the transaction as
+/// `tx`; by hand, the key and the fingerprint are yours to build:
 ///
-/// # async fn run(store: PostgresStore) -> Result<(), Error> {
+/// ```no_run
+/// use idempotent_core::key::{Fingerprint, IdempotencyKey};
+/// use idempotent_core::stores::postgres::sqlx;
+/// use idempotent_core::{Error, PostgresStore};
+///
+/// #[derive(Debug)]
+/// enum ShipError {
+///     /// The order was shipped by another request: a unique violation, not a store failure.
+///     AlreadyShipped,
+///     Database(sqlx::Error),
+///     Idempotency(Error),
+/// }
+///
+/// impl From<Error> for ShipError {
+///     fn from(error: Error) -> Self {
+///         ShipError::Idempotency(error)
+///     }
+/// }
+///
+/// impl From<sqlx::Error> for ShipError {
+///     fn from(error: sqlx::Error) -> Self {
+///         match &error {
+///             sqlx::Error::Database(database) if database.is_unique_violation() => {
+///                 ShipError::AlreadyShipped
+///             }
+///             _ => ShipError::Database(error),
+///         }
+///     }
+/// }
+///
+/// # async fn run(store: PostgresStore) -> Result<(), ShipError> {
+/// let key = IdempotencyKey::builder("orders.ship").part(&17i64).finish();
 /// let shipment = store
-///     .transactional("orders.ship", "order-17")
+///     .transactional("orders.ship", key.as_str())
 ///     .fingerprint(Fingerprint::builder().field("carrier", "ups").finish())
 ///     .run(async |tx| {
 ///         sqlx::query("INSERT INTO shipments (order_id, carrier) VALUES (17, 'ups')")
 ///             .execute(&mut *tx)
-///             .await
-///             .map_err(|error| Error::store("postgres", error))?;
-///         Ok::<_, Error>(String::from("shipment-17"))
+///             .await?;
+///         Ok::<_, ShipError>(String::from("shipment-17"))
 ///     })
 ///     .await?;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// The body's error type is yours: a failed statement is what your `From<sqlx::Error>` (or
+/// your own `map_err`) makes of it. Mapping it into [`Error::Store`] instead would report a
+/// unique violation, or any other answer of your own SQL, as the store being unavailable
+/// (retryable, an HTTP 503). [`Error::Store`] is for the store's own failures: the claim,
+/// `BEGIN`, recording the result, `COMMIT`.
+///
+/// A `&mut PgConnection` the body takes from elsewhere (an argument of an annotated function
+/// left out with `skip`) is not this transaction: writes through it do not commit with the
+/// record.
 ///
 /// What happens:
 /// 1. The key is claimed on the pool, outside the transaction (autocommit), so concurrent

@@ -1,0 +1,7 @@
+use idempotent_core::KeyPart;
+
+#[derive(KeyPart)]
+#[key_part(transparent)]
+struct Order(u64, String);
+
+fn main() {}

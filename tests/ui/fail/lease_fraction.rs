@@ -1,0 +1,9 @@
+use idempotent_core::{Error, idempotent};
+
+#[idempotent(key = "order_id", lease = "0.5 minutes")]
+async fn charge(order_id: u64) -> Result<(), Error> {
+    let _ = order_id;
+    Ok(())
+}
+
+fn main() {}
