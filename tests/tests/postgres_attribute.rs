@@ -7,8 +7,6 @@
 
 #![cfg(feature = "postgres")]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
