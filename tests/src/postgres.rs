@@ -172,3 +172,44 @@ pub async fn connect_through_proxy(
     store.migrate().await.expect("migrate");
     Some((store, proxy, guard))
 }
+
+/// Raw access to a [`PostgresStore`]'s rows for the conformance checks of damaged records
+/// (`store_conformance_tests!(.., with_raw_records, ..)`): statements on the store's pool,
+/// behind the store's back.
+pub struct RawRows {
+    pool: sqlx::PgPool,
+    table: String,
+}
+
+impl RawRows {
+    /// The rows of `store`'s table.
+    pub fn of(store: &PostgresStore) -> Self {
+        RawRows {
+            pool: store.pool().clone(),
+            table: store.table().to_owned(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl idempotent_core::testing::RawRecords for RawRows {
+    async fn set_epoch(&self, scope: &str, key: &str, epoch: i64) {
+        let statement = format!(
+            "UPDATE {} SET epoch = $1 WHERE scope = $2 AND key = $3",
+            self.table
+        );
+        let done = sqlx::query(AssertSqlSafe(statement))
+            .bind(epoch)
+            .bind(scope.as_bytes())
+            .bind(key.as_bytes())
+            .execute(&self.pool)
+            .await
+            .expect("update the stored epoch");
+        assert_eq!(done.rows_affected(), 1, "no row for ({scope:?}, {key:?})");
+    }
+
+    fn max_epoch(&self) -> i64 {
+        // `epoch bigint`.
+        i64::MAX
+    }
+}

@@ -16,8 +16,9 @@ use bytes::Bytes;
 use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, Lease, OwnerId};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, PgConnection};
+use idempotent_core::testing::RawRecords;
 use idempotent_core::{Call, Disposition, Error, IdempotencyStore, PostgresStore, idempotent};
-use support::postgres::{DropTables, connect, statement_calls};
+use support::postgres::{DropTables, RawRows, connect, statement_calls};
 use support::{acquire, assert_duplicates_run_once, request};
 use tokio::sync::Barrier;
 
@@ -42,9 +43,13 @@ async fn count(store: &PostgresStore, statement: String) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // The conformance suite
 
-idempotent_core::store_conformance_tests!(postgres, async {
+idempotent_core::store_conformance_tests!(postgres, with_raw_records, async {
     let (store, tables) = crate::connect("idem_conf", 16).await?;
-    Some(Arc::new(support::Guarded::new(store, tables)) as Arc<dyn IdempotencyStore>)
+    let raw: Arc<dyn RawRecords> = Arc::new(RawRows::of(&store));
+    Some((
+        Arc::new(support::Guarded::new(store, tables)) as Arc<dyn IdempotencyStore>,
+        raw,
+    ))
 });
 
 // ---------------------------------------------------------------------------------------------

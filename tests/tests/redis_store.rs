@@ -22,8 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use idempotent_core::key::{Fingerprint, IdempotencyKey};
 use idempotent_core::store::{Claim, ClaimRequest, Lease, OwnerId};
+use idempotent_core::testing::RawRecords;
 use idempotent_core::{Call, CallOptions, Error, IdempotencyStore, RedisStore, idempotent};
-use support::redis::{DeleteKeys, RawRedis, RawReply, connect_through_proxy};
+use support::redis::{DeleteKeys, RawRecordFields, RawRedis, RawReply, connect_through_proxy};
 use support::tcp_proxy::SilentProxy;
 use support::{Guarded, acquire, assert_duplicates_run_once, request};
 use tokio::sync::RwLock;
@@ -87,9 +88,10 @@ async fn shared_while_locked(tag: &str) -> Option<Shared> {
     Some(Guarded::new(store, keys))
 }
 
-idempotent_core::store_conformance_tests!(redis, async {
-    let shared = shared("conformance").await?;
-    Some(Arc::new(shared) as Arc<dyn IdempotencyStore>)
+idempotent_core::store_conformance_tests!(redis, with_raw_records, async {
+    let (shared, redis) = shared_with_raw("conformance").await?;
+    let raw: Arc<dyn RawRecords> = Arc::new(RawRecordFields::new(shared.store().clone(), redis));
+    Some((Arc::new(shared) as Arc<dyn IdempotencyStore>, raw))
 });
 
 /// The record's fields, as `HGETALL` returns them.

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
+use idempotent_core::testing::RawRecords;
 use idempotent_core::{
     Disposition, Error, IdempotencyStore, SqliteStore, SqliteStoreBuilder, idempotent, observe,
 };
 use serde::{Deserialize, Serialize};
-use support::sqlite::TempDb;
+use support::sqlite::{RawRows, TempDb};
 use support::{acquire, assert_duplicates_run_once, request};
 use tokio::sync::Barrier;
 
@@ -27,28 +28,33 @@ use tokio::sync::Barrier;
 struct TempStore;
 
 impl TempStore {
-    async fn open(label: &str, builder: SqliteStoreBuilder) -> Arc<dyn IdempotencyStore> {
+    /// The store, and raw access to its rows for the suite's checks of damaged records.
+    async fn open(
+        label: &str,
+        builder: SqliteStoreBuilder,
+    ) -> (Arc<dyn IdempotencyStore>, Arc<dyn RawRecords>) {
         let db = TempDb::new(label);
         let store = builder
             .open(db.path())
             .await
             .expect("open the sqlite store");
-        Arc::new(support::Guarded::new(store, db))
+        let raw = RawRows::new(db.path(), store.table());
+        (Arc::new(support::Guarded::new(store, db)), Arc::new(raw))
     }
 }
 
 // The default configuration: a file, WAL, one writer plus three readers, fsync on commit.
-idempotent_core::store_conformance_tests!(sqlite, async {
+idempotent_core::store_conformance_tests!(sqlite, with_raw_records, async {
     Some(TempStore::open("conformance", SqliteStore::builder()).await)
 });
 
 // One connection doing reads and writes.
-idempotent_core::store_conformance_tests!(sqlite_one_connection, async {
+idempotent_core::store_conformance_tests!(sqlite_one_connection, with_raw_records, async {
     Some(TempStore::open("conformance-one", SqliteStore::builder().pool_size(1)).await)
 });
 
 // A custom table, commits without fsync.
-idempotent_core::store_conformance_tests!(sqlite_custom_table_no_fsync, async {
+idempotent_core::store_conformance_tests!(sqlite_custom_table_no_fsync, with_raw_records, async {
     let builder = SqliteStore::builder()
         .table("custom_records")
         .fsync_on_commit(false);

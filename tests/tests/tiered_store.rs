@@ -12,11 +12,12 @@ use idempotent_core::key::Fingerprint;
 use idempotent_core::store::{Claim, ClaimRequest, Forget, OwnerId, RecordState};
 use idempotent_core::stores::postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, Connection, PgConnection};
+use idempotent_core::testing::RawRecords;
 use idempotent_core::{
     Call, CallOptions, Error, IdempotencyStore, PostgresStore, TieredStore, idempotent,
 };
 use support::assert_duplicates_run_once;
-use support::postgres::{DropDatabase, DropTables, connect};
+use support::postgres::{DropDatabase, DropTables, RawRows, connect};
 use support::redis::{DeleteKeys as DeleteCacheKeys, RawRedis, RawReply};
 
 async fn tiered(prefix: &str) -> Option<(TieredStore, (DropTables, DeleteCacheKeys))> {
@@ -47,10 +48,39 @@ async fn tiered_on(durable: PostgresStore, cache_prefix: &str) -> Option<TieredS
     }
 }
 
-idempotent_core::store_conformance_tests!(tiered, async {
-    let (store, guards) = crate::tiered("idem_tiered_conf").await?;
-    Some(Arc::new(support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>)
+idempotent_core::store_conformance_tests!(tiered, with_raw_records, async {
+    let (store, redis, guards) = crate::tiered_with_raw("idem_tiered_conf").await?;
+    let raw: Arc<dyn RawRecords> = Arc::new(DamagedAuthority {
+        rows: RawRows::of(store.durable()),
+        store: store.clone(),
+        redis,
+    });
+    Some((
+        Arc::new(support::Guarded::new(store, guards)) as Arc<dyn IdempotencyStore>,
+        raw,
+    ))
 });
+
+/// Damage written into the PostgreSQL row, the record that decides; the cache entry goes with
+/// it, as after the entry's own expiry, so the next claim reads the damaged row.
+struct DamagedAuthority {
+    rows: RawRows,
+    store: TieredStore,
+    redis: RawRedis,
+}
+
+#[async_trait::async_trait]
+impl RawRecords for DamagedAuthority {
+    async fn set_epoch(&self, scope: &str, key: &str, epoch: i64) {
+        self.rows.set_epoch(scope, key, epoch).await;
+        let entry = self.store.cache_key(scope, key);
+        self.redis.command(&[b"DEL", entry.as_bytes()]).await;
+    }
+
+    fn max_epoch(&self) -> i64 {
+        self.rows.max_epoch()
+    }
+}
 
 /// A claim on `("tiered", "k")` with `fingerprint`, by a new owner, for ten minutes.
 fn request_k(fingerprint: Fingerprint) -> ClaimRequest<'static> {

@@ -151,6 +151,19 @@ impl Conformance {
 /// });
 /// # fn main() {}
 /// ```
+///
+/// A backend whose tests can write into its records behind its back adds the checks for
+/// damaged records with `with_raw_records`: `$make` then yields the store and its
+/// [`RawRecords`](crate::testing::RawRecords) together, as
+/// `Option<(Arc<dyn IdempotencyStore>, Arc<dyn RawRecords>)>`, so both see the same records:
+///
+/// ```ignore
+/// idempotent_core::store_conformance_tests!(my_store, with_raw_records, async {
+///     let store = MyStore::connect(url).await.ok()?;
+///     let raw = MyRawRecords::new(store.connection());
+///     Some((Arc::new(store) as Arc<dyn IdempotencyStore>, Arc::new(raw) as Arc<dyn RawRecords>))
+/// });
+/// ```
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($name:ident, $make:expr) => {
@@ -169,16 +182,17 @@ macro_rules! store_conformance_tests {
             $crate::__conformance_checks! { __conformance_test_fns() }
         }
     };
-    ($name:ident, $make:expr, raw_records = $raw:expr) => {
+    ($name:ident, with_raw_records, $make:expr) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             async fn suite() -> ::core::option::Option<$crate::testing::Conformance> {
-                let store: ::core::option::Option<::std::sync::Arc<dyn $crate::IdempotencyStore>> =
-                    $make.await;
-                let raw: ::std::sync::Arc<dyn $crate::testing::RawRecords> = $raw;
-                store.map(|store| {
+                let made: ::core::option::Option<(
+                    ::std::sync::Arc<dyn $crate::IdempotencyStore>,
+                    ::std::sync::Arc<dyn $crate::testing::RawRecords>,
+                )> = $make.await;
+                made.map(|(store, raw)| {
                     $crate::testing::Conformance::new(store, ::core::stringify!($name))
                         .raw_records(raw)
                 })

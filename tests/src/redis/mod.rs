@@ -239,3 +239,39 @@ pub async fn connect_through_proxy(
         Err(error) => crate::unavailable("Redis through a proxy", &url, error),
     }
 }
+
+/// Raw access to a [`RedisStore`]'s records for the conformance checks of damaged records
+/// (`store_conformance_tests!(.., with_raw_records, ..)`): commands on a connection of its own.
+pub struct RawRecordFields {
+    store: RedisStore,
+    redis: RawRedis,
+}
+
+impl RawRecordFields {
+    /// The records of `store`, written through `redis`.
+    pub fn new(store: RedisStore, redis: RawRedis) -> Self {
+        RawRecordFields { store, redis }
+    }
+}
+
+#[async_trait::async_trait]
+impl idempotent_core::testing::RawRecords for RawRecordFields {
+    async fn set_epoch(&self, scope: &str, key: &str, epoch: i64) {
+        let record = self.store.record_key(scope, key);
+        let exists = self.redis.command(&[b"EXISTS", record.as_bytes()]).await;
+        assert_eq!(
+            exists,
+            RawReply::Int(1),
+            "no record for ({scope:?}, {key:?})"
+        );
+        let epoch = epoch.to_string();
+        self.redis
+            .command(&[b"HSET", record.as_bytes(), b"epoch", epoch.as_bytes()])
+            .await;
+    }
+
+    fn max_epoch(&self) -> i64 {
+        // Lua numbers are doubles: epochs are exact integers below 2^53.
+        (1 << 53) - 1
+    }
+}
