@@ -900,3 +900,92 @@ async fn fresh_call_is_two_round_trips_and_replay_is_one() {
          other traffic on the server? (fresh, replay) per attempt: {noisy:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stores on the application's own client or connection manager
+
+/// Runs one call on `store` twice; the second must be a replay of the first.
+async fn runs_once_then_replays(store: &RedisStore, scope: &str) {
+    let runs = AtomicUsize::new(0);
+    for attempt in 0..2 {
+        let outcome = Call::new(store, scope, "k")
+            .run(async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>(41 + 1)
+            })
+            .await
+            .expect("call");
+        assert_eq!(outcome.is_replayed(), attempt == 1, "attempt {attempt}");
+        assert_eq!(outcome.into_value(), 42);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_applications_connection_manager_shares_it() {
+    let _quiet = QUIET.read().await;
+    let Some(redis) = RawRedis::connect().await else {
+        return;
+    };
+    let client =
+        idempotent_core::stores::redis::redis::Client::open(support::redis_url()).expect("client");
+    let mut manager = client
+        .get_connection_manager()
+        .await
+        .expect("the application's manager");
+    let prefix = prefix("app-manager");
+    let _keys = DeleteKeys(prefix.clone());
+    let store = RedisStore::builder()
+        .key_prefix(&prefix)
+        .connect_with_manager(manager.clone())
+        .await
+        .expect("build on the manager");
+    runs_once_then_replays(&store, "app-manager").await;
+    // The record is where the store's prefix says, and the application's manager still
+    // works for its own commands.
+    let record = store.record_key("app-manager", "k");
+    assert_eq!(
+        redis.command(&[b"EXISTS", record.as_bytes()]).await,
+        RawReply::Int(1)
+    );
+    let pong: String = idempotent_core::stores::redis::redis::cmd("PING")
+        .query_async(&mut manager)
+        .await
+        .expect("the application's own command");
+    assert_eq!(pong, "PONG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_the_applications_client_opens_its_own_connection() {
+    let _quiet = QUIET.read().await;
+    let Some(_redis) = RawRedis::connect().await else {
+        return;
+    };
+    let client =
+        idempotent_core::stores::redis::redis::Client::open(support::redis_url()).expect("client");
+    let prefix = prefix("app-client");
+    let _keys = DeleteKeys(prefix.clone());
+    let store = RedisStore::builder()
+        .key_prefix(&prefix)
+        .connect_with_client(client)
+        .await
+        .expect("connect with the client");
+    runs_once_then_replays(&store, "app-client").await;
+}
+
+#[tokio::test]
+async fn a_malformed_url_is_invalid_input_before_any_connection() {
+    for url in [
+        "http://127.0.0.1:6379/",
+        "redis://127.0.0.1:port/",
+        "127.0.0.1:6379",
+    ] {
+        match RedisStore::builder().connect(url).await {
+            Err(Error::InvalidInput { reason }) => {
+                assert!(reason.contains("Redis URL"), "{url}: {reason}")
+            }
+            Err(other) => panic!("{url}: expected Error::InvalidInput, got {other} ({other:?})"),
+            Ok(_) => panic!("{url}: connected"),
+        }
+    }
+}

@@ -16,9 +16,11 @@ use bytes::Bytes;
 use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::testing::RawRecords;
 use idempotent_core::{
-    Disposition, Error, IdempotencyStore, SqliteStore, SqliteStoreBuilder, idempotent, observe,
+    Call, Disposition, Error, IdempotencyStore, SqliteStore, SqliteStoreBuilder, idempotent,
+    observe,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use support::sqlite::{RawRows, TempDb};
 use support::{acquire, assert_duplicates_run_once, request};
 use tokio::sync::Barrier;
@@ -60,6 +62,35 @@ idempotent_core::store_conformance_tests!(sqlite_custom_table_no_fsync, with_raw
         .fsync_on_commit(false);
     Some(TempStore::open("conformance-custom", builder).await)
 });
+
+// The application's own pool: four connections that all read and write.
+idempotent_core::store_conformance_tests!(sqlite_on_an_existing_pool, with_raw_records, async {
+    let db = TempDb::new("conformance-pool");
+    let pool = application_pool(&db, 4).await;
+    let store = SqliteStore::builder()
+        .build(pool)
+        .await
+        .expect("build on the pool");
+    let raw: Arc<dyn RawRecords> = Arc::new(RawRows::new(db.path(), store.table()));
+    Some((
+        Arc::new(support::Guarded::new(store, db)) as Arc<dyn IdempotencyStore>,
+        raw,
+    ))
+});
+
+/// A pool as an application would open it: WAL, a busy timeout, `connections` connections.
+async fn application_pool(db: &TempDb, connections: u32) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(db.path())
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(connections)
+        .connect_with(options)
+        .await
+        .expect("the application's pool")
+}
 
 idempotent_core::store_conformance_tests!(sqlite_in_memory, async {
     let store = SqliteStore::in_memory().await.expect("open in memory");
@@ -439,4 +470,70 @@ async fn purge_removes_more_than_one_batch_and_keeps_live_records() {
         other => panic!("expected a fresh record, got {other:?}"),
     }
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_applications_pool_shares_it_and_its_file() {
+    let db = TempDb::new("app-pool");
+    let pool = application_pool(&db, 2).await;
+    sqlx::query("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("the application's table");
+    let store = SqliteStore::builder()
+        .table("order_records")
+        .build(pool.clone())
+        .await
+        .expect("build on the pool");
+    let runs = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let runs = runs.clone();
+        let pool = pool.clone();
+        let outcome = Call::new(&store, "orders", "order-1")
+            .run(async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                sqlx::query("INSERT INTO orders (item) VALUES ('book')")
+                    .execute(&pool)
+                    .await
+                    .map_err(|error| Error::store("app", error))?;
+                Ok::<_, Error>("ordered".to_owned())
+            })
+            .await
+            .expect("call");
+        assert_eq!(outcome.into_value(), "ordered");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the retry is a replay");
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&pool)
+        .await
+        .expect("count orders");
+    assert_eq!(orders, 1, "one effect");
+    // The records live in the same file, in the table the builder named.
+    let records: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_records WHERE state = 'completed'")
+            .fetch_one(&pool)
+            .await
+            .expect("count records");
+    assert_eq!(records, 1);
+    assert!(
+        format!("{store:?}").contains(&db.path().display().to_string()),
+        "Debug names the database file: {store:?}"
+    );
+    store.close().await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_store_on_an_existing_pool_validates_its_table_name() {
+    let db = TempDb::new("app-pool-name");
+    let pool = application_pool(&db, 1).await;
+    match SqliteStore::builder()
+        .table("Orders; DROP")
+        .build(pool.clone())
+        .await
+    {
+        Err(Error::InvalidInput { reason }) => assert!(reason.contains("table name"), "{reason}"),
+        other => panic!("an invalid table name must be rejected, got {other:?}"),
+    }
+    pool.close().await;
 }

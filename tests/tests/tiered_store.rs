@@ -714,3 +714,41 @@ async fn a_forgotten_record_leaves_a_stand_in_no_back_fill_overwrites() {
         "a back-fill never writes over the stand-in"
     );
 }
+
+/// The cache on the application's own connection manager, and on a client it built: the
+/// first replay back-fills the entry through that connection.
+#[tokio::test]
+async fn the_cache_works_on_the_applications_manager_and_client() {
+    use idempotent_core::stores::redis::redis;
+    let Some(raw) = RawRedis::connect().await else {
+        return;
+    };
+    for with_manager in [true, false] {
+        let Some((durable, _tables)) = connect("idem_tiered_app_conn", 4).await else {
+            return;
+        };
+        let prefix = support::unique_name("idem_tiered_app_conn");
+        let _keys = DeleteCacheKeys(prefix.clone());
+        let client = redis::Client::open(support::redis_url()).expect("client");
+        let builder = TieredStore::builder().cache_prefix(&prefix);
+        let store = if with_manager {
+            let manager = client.get_connection_manager().await.expect("manager");
+            builder.connect_with_manager(durable, manager).await
+        } else {
+            builder.connect_with_client(durable, client).await
+        }
+        .expect("build the tiered store");
+        let fingerprint = Fingerprint::of_bytes(b"req");
+        completed_once(&store, "k", fingerprint).await;
+        assert!(matches!(
+            store.claim(&request_k(fingerprint)).await,
+            Ok(Claim::Completed(_))
+        ));
+        let entry = store.cache_key("tiered", "k");
+        assert_eq!(
+            raw.command(&[b"EXISTS", entry.as_bytes()]).await,
+            RawReply::Int(1),
+            "with_manager {with_manager}: the replay back-filled the cache"
+        );
+    }
+}

@@ -33,10 +33,33 @@ pub(crate) struct Connection {
     timeout: Duration,
 }
 
+/// Where a store's connection comes from.
+pub(crate) enum Source<'a> {
+    /// A URL: a new client and manager with the store's [`Settings`].
+    Url(&'a str),
+    /// The caller's client (for example one built with TLS certificates): a new manager with
+    /// the store's [`Settings`].
+    Client(Box<redis::Client>),
+    /// The caller's manager, with its own reconnection settings; only the store's command
+    /// timeout applies.
+    Manager(ConnectionManager),
+}
+
 impl Connection {
-    /// Connects to `url`; the first connection must succeed within the connect timeout.
-    pub(crate) async fn open(url: &str, settings: Settings) -> Result<Self, Error> {
-        let client = redis::Client::open(url).map_err(store_error)?;
+    /// Opens the connection; a new one must succeed within the connect timeout.
+    pub(crate) async fn open(source: Source<'_>, settings: Settings) -> Result<Self, Error> {
+        let client = match source {
+            Source::Url(url) => client_for(url)?,
+            Source::Client(client) => *client,
+            Source::Manager(manager) => {
+                return Ok(Connection {
+                    manager,
+                    timeout: settings.timeout,
+                });
+            }
+        };
+        #[cfg(feature = "redis-tls")]
+        ensure_crypto_provider();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))
@@ -87,6 +110,39 @@ impl Connection {
     }
 }
 
+/// rustls needs a process-wide crypto provider to make a TLS connection: install ring's
+/// unless the application installed one (whichever thread installs first wins; any is fine).
+#[cfg(feature = "redis-tls")]
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// A client for `url`. A URL the `redis` crate cannot use (malformed, or asking for TLS in a
+/// build without it) is the caller's mistake: [`Error::InvalidInput`], before any network.
+fn client_for(url: &str) -> Result<redis::Client, Error> {
+    if let Some(reason) = tls_unavailable(url, cfg!(feature = "redis-tls")) {
+        return Err(Error::InvalidInput { reason });
+    }
+    redis::Client::open(url).map_err(|error| Error::InvalidInput {
+        reason: format!("invalid Redis URL: {error}"),
+    })
+}
+
+/// Why `url` cannot be used when the build has (`tls_built`) or lacks TLS support: a
+/// `rediss://` (or `valkeys://`) URL needs the `redis-tls` feature.
+fn tls_unavailable(url: &str, tls_built: bool) -> Option<String> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    let wants_tls = scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys");
+    (wants_tls && !tls_built).then(|| {
+        format!(
+            "a `{scheme}://` URL connects with TLS, which needs the `redis-tls` feature of \
+             idempotent-core (this build has no TLS support)"
+        )
+    })
+}
+
 pub(crate) fn store_error(error: impl Into<crate::error::BoxError>) -> Error {
     Error::store(BACKEND, error)
 }
@@ -96,4 +152,33 @@ pub(crate) fn timed_out(after: Duration) -> Error {
         io::ErrorKind::TimedOut,
         format!("redis operation timed out after {after:?}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_unavailable;
+
+    #[test]
+    fn a_tls_url_without_tls_support_names_the_feature() {
+        for url in [
+            "rediss://127.0.0.1:6380/",
+            "REDISS://host",
+            "valkeys://host:1/0",
+        ] {
+            let reason = tls_unavailable(url, false).expect("refused without TLS");
+            assert!(reason.contains("`redis-tls`"), "{reason}");
+            assert_eq!(tls_unavailable(url, true), None, "{url} with TLS built in");
+        }
+    }
+
+    #[test]
+    fn plain_urls_never_need_tls() {
+        for url in [
+            "redis://127.0.0.1:6379/",
+            "redis+unix:///tmp/redis.sock",
+            "not a url",
+        ] {
+            assert_eq!(tls_unavailable(url, false), None, "{url}");
+        }
+    }
 }

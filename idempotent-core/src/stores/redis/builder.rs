@@ -9,7 +9,7 @@ use crate::error::Error;
 #[cfg(doc)]
 use crate::store::IdempotencyStore;
 use crate::store::time::millis_ceil;
-use crate::stores::redis_connection::{Connection, Settings};
+use crate::stores::redis_connection::{Connection, Settings, Source};
 
 const DEFAULT_KEY_PREFIX: &str = "idem";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,9 +63,41 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects to the server at `url` (`redis://host:port/db`, `rediss://` for TLS where the
-    /// `redis` crate was built with it) and loads the scripts.
+    /// Connects to the server at `url` (`redis://[user:password@]host:port/db`) and loads
+    /// the scripts.
+    ///
+    /// `rediss://` connects with TLS, verifying the server against the system's root
+    /// certificates; it needs the `redis-tls` feature, and without it fails here with
+    /// [`Error::InvalidInput`]. For a private certificate authority or client certificates,
+    /// build a [`redis::Client`](::redis::Client) with `Client::build_with_tls` and pass it to
+    /// [`connect_with_client`](Self::connect_with_client). A malformed URL is
+    /// [`Error::InvalidInput`]; a server that cannot be reached (or a failed TLS handshake) is
+    /// [`Error::Store`].
     pub async fn connect(self, url: &str) -> Result<RedisStore, Error> {
+        self.finish(Source::Url(url)).await
+    }
+
+    /// Like [`connect`](Self::connect), on a client you built (with TLS certificates, a
+    /// username, or any other connection setting of the `redis` crate, re-exported as
+    /// [`stores::redis::redis`](crate::stores::redis::redis)). The store opens its own
+    /// reconnecting connection from it, bounded by [`timeout`](Self::timeout).
+    pub async fn connect_with_client(self, client: ::redis::Client) -> Result<RedisStore, Error> {
+        self.finish(Source::Client(Box::new(client))).await
+    }
+
+    /// Builds the store on a connection manager you already have, sharing its connection
+    /// with the rest of your application, and loads the scripts.
+    ///
+    /// The manager keeps its own reconnection settings (retries, backoff, its response
+    /// timeout); the store's [`timeout`](Self::timeout) still bounds every store operation.
+    pub async fn connect_with_manager(
+        self,
+        manager: ::redis::aio::ConnectionManager,
+    ) -> Result<RedisStore, Error> {
+        self.finish(Source::Manager(manager)).await
+    }
+
+    async fn finish(self, source: Source<'_>) -> Result<RedisStore, Error> {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err(Error::InvalidInput {
                 reason: format!(
@@ -75,7 +107,7 @@ impl RedisStoreBuilder {
             });
         }
         let connection = Connection::open(
-            url,
+            source,
             Settings {
                 timeout: self.timeout,
                 retries: RECONNECT_RETRIES,

@@ -108,6 +108,10 @@ use keys::glob_escape;
 pub(crate) use keys::record_key;
 #[cfg(feature = "tiered")]
 pub(crate) use keys::{hash_part, tagged_key};
+/// The `redis` crate this store is built on, so that the client and connection manager you
+/// pass to [`RedisStoreBuilder::connect_with_client`] and
+/// [`RedisStoreBuilder::connect_with_manager`] are of the same version.
+pub use redis;
 use reply::{RecordReply, Reply, corrupt, unexpected};
 use scripts::SCRIPTS;
 

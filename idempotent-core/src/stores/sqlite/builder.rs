@@ -141,6 +141,49 @@ impl SqliteStoreBuilder {
         ))
     }
 
+    /// Builds the store on a pool you already have, creating the table if it is missing.
+    ///
+    /// The pool serves the store's reads and writes alike and keeps its own connection
+    /// settings, so [`pool_size`](Self::pool_size), [`busy_timeout`](Self::busy_timeout) and
+    /// [`fsync_on_commit`](Self::fsync_on_commit) do not apply: set them on the pool's
+    /// `SqliteConnectOptions` (WAL journal mode lets reads proceed beside a write; the busy
+    /// timeout decides how long a write waits for another writer before [`Error::Store`]).
+    /// Every write takes SQLite's write lock (`BEGIN IMMEDIATE`), so any number of
+    /// connections, and other processes on the same file, decide each key once.
+    ///
+    /// Each connection of an in-memory pool (`sqlite::memory:`) has a database of its own:
+    /// use [`open_in_memory`](Self::open_in_memory) for that instead.
+    ///
+    /// ```no_run
+    /// use idempotent_core::SqliteStore;
+    /// use idempotent_core::stores::sqlite::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let options = SqliteConnectOptions::new()
+    ///     .filename("app.db")
+    ///     .create_if_missing(true)
+    ///     .journal_mode(SqliteJournalMode::Wal);
+    /// let pool = SqlitePool::connect_with(options).await?;
+    /// // The application's own tables and the store's records share the pool.
+    /// let store = SqliteStore::builder().build(pool.clone()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn build(self, pool: SqlitePool) -> Result<SqliteStore, Error> {
+        let table = TableName::parse(&self.table, false)?.table;
+        migrate(&pool, &table).await?;
+        let location = pool.connect_options().get_filename().display().to_string();
+        let size = pool.options().get_max_connections();
+        Ok(SqliteStore::assemble(
+            pool.clone(),
+            pool,
+            table,
+            location,
+            size,
+            None,
+        ))
+    }
+
     /// Opens a private in-memory database: nothing survives the store. For tests and
     /// examples; prefer [`MemoryStore`](crate::MemoryStore) otherwise, which is faster.
     pub async fn open_in_memory(self) -> Result<SqliteStore, Error> {

@@ -38,6 +38,9 @@
 //! bounds waits for locks held by other processes; [`fsync_on_commit`] (default on) trades a
 //! `fsync` per write for surviving a power loss.
 //!
+//! An application with a pool of its own can hand it to [`SqliteStoreBuilder::build`]: the
+//! records then share its connections and its settings.
+//!
 //! [`fsync_on_commit`]: SqliteStoreBuilder::fsync_on_commit
 
 mod builder;
@@ -53,6 +56,9 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool};
 
 pub use builder::SqliteStoreBuilder;
+/// The sqlx crate this store is built with, so that the [`SqlitePool`] a caller passes to
+/// [`SqliteStoreBuilder::build`] is the one it expects.
+pub use sqlx;
 use statements::{Statements, query};
 
 use crate::error::Error;

@@ -8,7 +8,7 @@ use super::authority::Authority;
 use super::{Inner, TieredStore};
 use crate::error::Error;
 use crate::stores::postgres::PostgresStore;
-use crate::stores::redis_connection::{Connection, Settings};
+use crate::stores::redis_connection::{Connection, Settings, Source};
 
 /// Builder for [`TieredStore`].
 #[derive(Debug, Clone)]
@@ -51,7 +51,9 @@ impl TieredStoreBuilder {
         self
     }
 
-    /// Builds the store on `durable`, caching in the Redis server at `redis_url`.
+    /// Builds the store on `durable`, caching in the Redis server at `redis_url`
+    /// (`rediss://` for TLS with the `redis-tls` feature, as for
+    /// [`RedisStoreBuilder::connect`](crate::RedisStoreBuilder::connect)).
     ///
     /// Both servers must answer once here: PostgreSQL tells which server, database and table
     /// the cache keys name (see the [module docs](super)), and connecting to Redis fails loudly
@@ -60,6 +62,36 @@ impl TieredStoreBuilder {
         self,
         durable: PostgresStore,
         redis_url: &str,
+    ) -> Result<TieredStore, Error> {
+        self.finish(durable, Source::Url(redis_url)).await
+    }
+
+    /// Like [`connect`](Self::connect), caching through a Redis client you built (TLS
+    /// certificates, credentials); the store opens its own connection from it, bounded by
+    /// [`cache_timeout`](Self::cache_timeout).
+    pub async fn connect_with_client(
+        self,
+        durable: PostgresStore,
+        client: ::redis::Client,
+    ) -> Result<TieredStore, Error> {
+        self.finish(durable, Source::Client(Box::new(client))).await
+    }
+
+    /// Like [`connect`](Self::connect), caching through a connection manager you already
+    /// have. It keeps its own reconnection settings; every cache operation is still bounded
+    /// by [`cache_timeout`](Self::cache_timeout), so a slow cache only costs that.
+    pub async fn connect_with_manager(
+        self,
+        durable: PostgresStore,
+        manager: ::redis::aio::ConnectionManager,
+    ) -> Result<TieredStore, Error> {
+        self.finish(durable, Source::Manager(manager)).await
+    }
+
+    async fn finish(
+        self,
+        durable: PostgresStore,
+        source: Source<'_>,
     ) -> Result<TieredStore, Error> {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err(Error::InvalidInput {
@@ -77,7 +109,7 @@ impl TieredStoreBuilder {
             "tiered cache keys name this PostgreSQL table"
         );
         let cache = Connection::open(
-            redis_url,
+            source,
             Settings {
                 timeout: self.timeout,
                 retries: 1,
