@@ -163,13 +163,22 @@ pub async fn connect_through_proxy(
         .acquire_timeout(Duration::from_secs(60))
         .test_before_acquire(false)
         .connect_lazy_with(proxied);
-    let store = builder.table(&table).build(pool).expect("build the store");
     let guard = DropTables {
-        url,
-        tables: vec![table],
+        url: url.clone(),
+        tables: vec![table.clone()],
         functions: Vec::new(),
     };
-    store.migrate().await.expect("migrate");
+    // The table is made directly, with the default timeout: a test's short timeout is for the
+    // outage it measures, and a migration on a loaded machine can take longer than that.
+    PostgresStore::builder()
+        .table(&table)
+        .connect(&url)
+        .await
+        .expect("connect directly")
+        .migrate()
+        .await
+        .expect("migrate");
+    let store = builder.table(&table).build(pool).expect("build the store");
     Some((store, proxy, guard))
 }
 
