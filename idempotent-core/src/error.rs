@@ -17,7 +17,7 @@ pub enum Error {
     /// The key was used before with a different request fingerprint: a retry must send the same
     /// payload as the first attempt. HTTP layers answer 422.
     PayloadMismatch {
-        /// The scope (namespace) the key lives in.
+        /// The scope the key lives in.
         scope: String,
     },
     /// Another call holds a live claim on the key. Returned in reject mode, or in wait mode when

@@ -130,7 +130,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// (`key = "order.id, self.tenant_id"`); calls are not, because a call such as `Utc::now()`
 /// returns something new on every retry. Every part must implement
 /// [`KeyPart`](trait@KeyPart) (derive it for your own types); timestamps, random values and
-/// `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over the namespace and
+/// `HashMap`/`HashSet` are rejected at compile time. The key is SHA-256 over the scope and
 /// the parts, in order (see [`key`]).
 ///
 /// An argument the key reads through a field (`order` in `key = "order.id"`) is also fingerprinted
@@ -203,7 +203,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// }
 ///
 /// impl Payments {
-///     #[idempotent(key = "order_id", store = self.store, namespace = "payments.refund")]
+///     #[idempotent(key = "order_id", store = self.store, scope = "payments.refund")]
 ///     async fn refund(&self, order_id: u64) -> Result<bool, Error> {
 ///         Ok(true)
 ///     }
@@ -240,7 +240,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// the transaction under the name given, as `tx: &mut PgConnection`
 /// (`idempotent_core::stores::postgres::sqlx::PgConnection`). It is not an argument: the
 /// function's signature is the one callers see and pass arguments to. Key, fingerprint and
-/// namespace follow the same rules as for any other function.
+/// scope follow the same rules as for any other function.
 ///
 #[cfg_attr(feature = "postgres", doc = "```no_run")]
 #[cfg_attr(not(feature = "postgres"), doc = "```ignore")]
@@ -318,14 +318,15 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// the body again, and a body that fails after writing leaves its writes behind while its key
 /// is released for a retry. Use `transaction` for writes that must happen once.
 ///
-/// ## `namespace = "orders.charge"`
+/// ## `scope = "orders.charge"`
 ///
-/// Scopes the key. Keys survive restarts only as long as the namespace does, so set it
+/// The scope of the function's records: two calls with the same key parts share a record
+/// only in the same scope. Keys survive restarts only as long as the scope does, so set it
 /// explicitly for functions whose records outlive a deploy that might move or rename them.
 ///
 /// The default, the module path and function name (`my_crate::orders::charge`), is for a
 /// function that is the module-level item of its name; every other function must name its
-/// namespace, and the compiler checks it. An attribute cannot see what encloses its function,
+/// scope, and the compiler checks it. An attribute cannot see what encloses its function,
 /// and without the check two functions with one name and one module would share records:
 /// - methods (a `self` receiver): two types in one module may both have a `get`;
 /// - associated functions without `self`, in an inherent or a trait `impl`, for the same reason;
@@ -335,7 +336,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// use idempotent_core::{Error, idempotent};
 ///
 /// async fn ship_flow(order_id: u64) -> Result<u64, Error> {
-///     #[idempotent(key = "order_id")] // error: needs `namespace = "..."`
+///     #[idempotent(key = "order_id")] // error: needs `scope = "..."`
 ///     async fn step(order_id: u64) -> Result<u64, Error> {
 ///         Ok(order_id)
 ///     }
@@ -345,9 +346,9 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// ```
 ///
 /// A function in a `mod` declared inside a function body counts as module-level, but
-/// `module_path!()` leaves the function out: name the namespace of such functions yourself.
+/// `module_path!()` leaves the function out: name the scope of such functions yourself.
 /// Rustdoc wraps a doctest without `fn main` in one, which nests its functions: give such an
-/// example a `# fn main() {}` line or a namespace.
+/// example a `# fn main() {}` line or a scope.
 ///
 /// ## `skip = "db, client"`
 ///
@@ -409,8 +410,8 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///
 /// # Finding a call's record
 ///
-/// A call's record is at scope = its namespace and key = [`key::IdempotencyKey`] built from
-/// the namespace and the key parts, in the order `key = "..."` names them (field paths by
+/// A call's record is at its scope and the key [`key::IdempotencyKey`] builds from
+/// the scope and the key parts, in the order `key = "..."` names them (field paths by
 /// their value). A tool can compute it and then [`inspect`](IdempotencyStore::inspect) or
 /// [`forget`](IdempotencyStore::forget) the record, for example to drop a bad stored result
 /// so that the next call runs again:
@@ -420,7 +421,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// use idempotent_core::store::{Forget, RecordState};
 /// use idempotent_core::{Error, IdempotencyStore, MemoryStore, idempotent};
 ///
-/// #[idempotent(key = "order_id, action", namespace = "orders.charge", store = store)]
+/// #[idempotent(key = "order_id, action", scope = "orders.charge", store = store)]
 /// async fn charge(store: &MemoryStore, order_id: u64, action: &str) -> Result<u64, Error> {
 ///     Ok(order_id * 100)
 /// }
@@ -440,7 +441,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// # }
 /// ```
 ///
-/// Without `namespace`, the namespace is `concat!(module_path!(), "::", "<function name>")`.
+/// Without `scope`, the scope is `concat!(module_path!(), "::", "<function name>")`.
 ///
 /// # Expands to roughly
 ///
@@ -448,19 +449,19 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 /// spells every path out in full.
 ///
 /// ```ignore
-/// // Without `namespace` only: a hidden constant whose type identifies this expansion.
-/// const __idempotent_without_namespace_charge_must_be_a_module_level_fn: Scope<ID> = Scope;
+/// // Without `scope` only: a hidden constant whose type identifies this expansion.
+/// const __idempotent_without_scope_charge_must_be_a_module_level_fn: Scope<ID> = Scope;
 ///
 /// async fn charge(order_id: u64, action: &str, amount_cents: u64) -> Result<String, Error> {
 ///     // Compiles only where `self::` (the module) finds this expansion's constant, that is
 ///     // where `charge` is the module-level item of its name.
-///     module_level::<ID, _>(self::__idempotent_without_namespace_charge_must_be_a_module_level_fn);
+///     module_level::<ID, _>(self::__idempotent_without_scope_charge_must_be_a_module_level_fn);
 ///     const OPTIONS: CallOptions = CallOptions::new()
 ///         .ttl(Duration::from_millis(86_400_000))
 ///         .on_in_flight(OnInFlight::Wait)
 ///         .on_store_error(OnStoreError::FailClosed);
-///     let namespace = concat!(module_path!(), "::", "charge");
-///     let key = IdempotencyKey::builder(namespace)
+///     let scope = concat!(module_path!(), "::", "charge");
+///     let key = IdempotencyKey::builder(scope)
 ///         .part(&order_id)
 ///         .part(&action)
 ///         .finish();
@@ -480,7 +481,7 @@ pub use crate::stores::tiered::{TieredStore, TieredStoreBuilder};
 ///         types,
 ///         run(
 ///             types,
-///             call(&*store, namespace, &key, fingerprint, &OPTIONS),
+///             call(&*store, scope, &key, fingerprint, &OPTIONS),
 ///             async { Ok(format!("ch_{order_id}_{action}_{amount_cents}")) },
 ///         )
 ///         .await,

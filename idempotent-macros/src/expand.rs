@@ -52,7 +52,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         lease_ms,
         store,
         transaction,
-        namespace,
+        scope,
         on_in_flight,
         fail_open,
         cache_errors,
@@ -71,7 +71,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     let private = |span: Span| respan(quote!(#krate::__private), span);
     let here = quote!(#krate::__private);
 
-    let (namespace, scope) = match namespace {
+    let (scope, module_level) = match scope {
         Some(literal) => (quote!(#literal), None),
         None => {
             let name = sig.ident.unraw().to_string();
@@ -81,8 +81,8 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
             )
         }
     };
-    let (scope_item, scope_check) = match &scope {
-        Some(scope) => (Some(&scope.item), Some(&scope.check)),
+    let (module_level_item, module_level_check) = match &module_level {
+        Some(check) => (Some(&check.item), Some(&check.check)),
         None => (None, None),
     };
 
@@ -258,15 +258,15 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         // The body receives the transaction: an `async` closure whose parameter has the name
         // `transaction` gives, and the type of the store's connection.
         Some(tx) => {
-            let scope = quote! {
-                #here::transaction_scope(#namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
+            let in_transaction = quote! {
+                #here::transaction_scope(#scope, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
             };
             quote_spanned! {ret=>
                 {
                     let __idem_types = <#return_type as #ret_path::#checked>::types();
                     #ret_path::finish(
                         __idem_types,
-                        #ret_path::run_in_transaction(__idem_types, #store, #scope, #body_async |#tx| #block).await,
+                        #ret_path::run_in_transaction(__idem_types, #store, #in_transaction, #body_async |#tx| #block).await,
                     )
                 }
             }
@@ -274,7 +274,7 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
         None => {
             let body = quote!(#body_async #block);
             let call = quote! {
-                #here::call(#store, #namespace, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
+                #here::call(#store, #scope, &__idem_key, __idem_fingerprint, &__IDEM_OPTIONS)
             };
             quote_spanned! {ret=>
                 {
@@ -290,17 +290,17 @@ fn expand(config: Config, function: ItemFn) -> TokenStream {
     let lease = lease_ms.map(|ms| quote!(.lease(#here::Duration::from_millis(#ms))));
 
     quote! {
-        #scope_item
+        #module_level_item
         #(#attrs)*
         #vis #sig {
-            #scope_check
+            #module_level_check
             const __IDEM_OPTIONS: #here::CallOptions = #here::CallOptions::new()
                 #ttl
                 #lease
                 .on_in_flight(#in_flight)
                 .on_store_error(#on_store_error);
             let __idem_key = {
-                let mut __idem_key_builder = #here::IdempotencyKey::builder(#namespace);
+                let mut __idem_key_builder = #here::IdempotencyKey::builder(#scope);
                 #(#key_parts)*
                 __idem_key_builder.finish()
             };

@@ -152,7 +152,7 @@ fn key_root(expr: &Expr) -> Result<String, String> {
             render(expr)
         )),
         Expr::Lit(_) => Err(format!(
-            "`{}` in `key` is a literal, which adds nothing to a key; scope keys with `namespace = \"...\"` instead",
+            "`{}` in `key` is a literal, which adds nothing to a key; give the function a `scope = \"...\"` instead",
             render(expr)
         )),
         _ => Err(format!(

@@ -1,4 +1,4 @@
-//! The check that a function without `namespace` is the module-level item of its name.
+//! The check that a function without `scope` is the module-level item of its name.
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
@@ -7,14 +7,14 @@ use syn::ext::IdentExt;
 
 use crate::spans::respan;
 
-/// The check that a function using the default namespace (module path and function name) is
+/// The check that a function using the default scope (module path and function name) is
 /// the module-level item of its name. A nested function (in a function body) or an associated
-/// function has the same default namespace as the module-level function of its name, and would
+/// function has the same default scope as the module-level function of its name, and would
 /// share its records; the attribute cannot see what encloses the function, so the compiler
 /// checks it:
 ///
 /// - next to the function, a hidden constant named after it, whose type carries a number that
-///   identifies this expansion: `const __idempotent_without_namespace_<name>_must_be_a_module_level_fn:
+///   identifies this expansion: `const __idempotent_without_scope_<name>_must_be_a_module_level_fn:
 ///   Scope<ID>`;
 /// - in the body, `module_level::<ID, _>(self::<that constant>)`.
 ///
@@ -24,7 +24,7 @@ use crate::spans::respan;
 /// module-level function of the same name, whose number differs (the message of
 /// `__private::ModuleLevel`). In an `impl` the constant is an associated item that `self::`
 /// never finds, with the same two outcomes, so associated functions without `self` name their
-/// namespace like methods do.
+/// scope like methods do.
 ///
 /// The number is a hash of the function's tokens and of its name's span (the position in the
 /// source), so two same-named functions in one module get different numbers, even when a
@@ -32,7 +32,7 @@ use crate::spans::respan;
 /// so builds stay reproducible. It is never persisted (only this expansion compares it with
 /// itself), so another compiler version may render tokens or spans differently without
 /// consequence. `core::any::type_name` of a local item would also tell nested functions apart,
-/// but its output is not stable across compiler versions, and a namespace is persisted.
+/// but its output is not stable across compiler versions, and a scope is persisted.
 pub(crate) struct ModuleLevelCheck {
     pub(crate) item: TokenStream,
     pub(crate) check: TokenStream,
@@ -51,7 +51,7 @@ impl ModuleLevelCheck {
         let span = name.span();
         let constant = Ident::new(
             &format!(
-                "__idempotent_without_namespace_{}_must_be_a_module_level_fn",
+                "__idempotent_without_scope_{}_must_be_a_module_level_fn",
                 name.unraw()
             ),
             span,

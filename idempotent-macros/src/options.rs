@@ -64,8 +64,8 @@ options! {
     store: Expr = "store", example "self.store";
     /// `transaction = "tx"`: run the body in the store's transaction, bound to `tx`.
     transaction: LitStr = "transaction", example "\"tx\"";
-    /// `namespace = "orders.charge"`: scopes the key.
-    namespace: LitStr = "namespace", example "\"orders.charge\"";
+    /// `scope = "orders.charge"`: the scope of the function's records.
+    scope: LitStr = "scope", example "\"orders.charge\"";
     /// `skip = "db, client"`: arguments left out of the fingerprint.
     skip: LitStr = "skip", example "\"db, client\"";
     /// `on_in_flight = "wait" | "reject"`.
@@ -236,7 +236,7 @@ mod tests {
             ("leese", "lease"),
             ("stor", "store"),
             ("transacton", "transaction"),
-            ("namespce", "namespace"),
+            ("scop", "scope"),
             ("skp", "skip"),
             ("on_inflight", "on_in_flight"),
             ("on_store_eror", "on_store_error"),
@@ -244,7 +244,7 @@ mod tests {
             ("krate", "crate"),
         ];
         assert_eq!(typos.len(), NAMES.len(), "a typo for every option");
-        let list = "the options are `key`, `ttl`, `lease`, `store`, `transaction`, `namespace`, `skip`, `on_in_flight`, `on_store_error`, `cache_errors`, `crate`";
+        let list = "the options are `key`, `ttl`, `lease`, `store`, `transaction`, `scope`, `skip`, `on_in_flight`, `on_store_error`, `cache_errors`, `crate`";
         for (typo, option) in typos {
             assert_eq!(
                 error(&format!("{typo} = \"x\"")),
@@ -269,7 +269,7 @@ mod tests {
         );
         assert_eq!(error("key \"id\""), "expected `=`");
         assert_eq!(error("key = \"id\" ttl = \"1h\""), "expected `,`");
-        let list = "the options are `key`, `ttl`, `lease`, `store`, `transaction`, `namespace`, `skip`, `on_in_flight`, `on_store_error`, `cache_errors`, `crate`";
+        let list = "the options are `key`, `ttl`, `lease`, `store`, `transaction`, `scope`, `skip`, `on_in_flight`, `on_store_error`, `cache_errors`, `crate`";
         assert_eq!(
             error("\"order_id\""),
             format!("expected the name of an option, such as `key = \"order_id\"`; {list}")

@@ -61,7 +61,7 @@ mod tests {
         assert_eq!(edit_distance("acton", "action"), 1);
         assert_eq!(edit_distance("", "ab"), 2);
         assert_eq!(edit_distance("tll", "ttl"), 1);
-        assert_eq!(edit_distance("namespace", "namespace"), 0);
+        assert_eq!(edit_distance("scope", "scope"), 0);
         let names = ["order_id".to_owned(), "action".to_owned()];
         assert_eq!(closest("acton", &names), Some("action"));
         assert_eq!(closest("orderid", &names), Some("order_id"));

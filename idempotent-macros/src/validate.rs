@@ -25,7 +25,7 @@ pub(crate) struct Config {
     pub(crate) store: Option<Expr>,
     /// `transaction = "tx"`: the name the body's transaction is bound to. `store` is then set.
     pub(crate) transaction: Option<Ident>,
-    pub(crate) namespace: Option<LitStr>,
+    pub(crate) scope: Option<LitStr>,
     pub(crate) on_in_flight: InFlight,
     /// Whether the body runs unprotected when the store fails (`on_store_error = "fail_open"`).
     pub(crate) fail_open: bool,
@@ -99,12 +99,7 @@ impl Config {
             .map(|literal| lease(literal, &mut errors));
         let skipped = skip(options.skip.as_ref(), names, &keyed, &mut errors);
         let store_param = options.store.as_ref().and_then(store);
-        namespace(
-            options.namespace.as_ref(),
-            names,
-            &function.name,
-            &mut errors,
-        );
+        scope(options.scope.as_ref(), names, &function.name, &mut errors);
         let on_in_flight = on_in_flight(options.on_in_flight.as_ref(), &mut errors);
         let fail_open = on_store_error(options.on_store_error.as_ref(), &mut errors);
         let krate = krate(options.krate.as_ref(), &mut errors);
@@ -147,7 +142,7 @@ impl Config {
             lease_ms,
             store: options.store,
             transaction,
-            namespace: options.namespace,
+            scope: options.scope,
             on_in_flight,
             fail_open,
             cache_errors,
@@ -388,17 +383,17 @@ fn transaction(
     ok.then_some(ident)
 }
 
-/// `namespace`: not empty; required on a method.
-fn namespace(literal: Option<&LitStr>, names: &Names, fn_name: &str, errors: &mut Errors) {
-    // Methods of two types in one module can share a name; with the default namespace
+/// `scope`: not empty; required on a method.
+fn scope(literal: Option<&LitStr>, names: &Names, fn_name: &str, errors: &mut Errors) {
+    // Methods of two types in one module can share a name; with the default scope
     // they would share records (one type's result replayed for the other). The type is not
     // visible to an attribute on the method, and `type_name::<Self>()` is not stable across
-    // compiler versions (a persisted key must be), so a method names its namespace.
+    // compiler versions (a persisted key must be), so a method names its scope.
     if let (Some(receiver), None) = (&names.receiver, literal) {
         errors.push(syn::Error::new_spanned(
             receiver,
             format!(
-                "`#[idempotent]` on a method needs `namespace = \"...\"`, such as `namespace = \"orders.{fn_name}\"`: the default (module path and function name) would be shared with same-named methods of other types in this module"
+                "`#[idempotent]` on a method needs `scope = \"...\"`, such as `scope = \"orders.{fn_name}\"`: the default (module path and function name) would be shared with same-named methods of other types in this module"
             ),
         ));
     }
@@ -407,7 +402,7 @@ fn namespace(literal: Option<&LitStr>, names: &Names, fn_name: &str, errors: &mu
             errors.push(syn::Error::new_spanned(
                 literal,
                 format!(
-                    "`namespace` is empty; remove it to use the default (module path and function name), or name it, such as `namespace = \"orders.{fn_name}\"`"
+                    "`scope` is empty; remove it to use the default (module path and function name), or name it, such as `scope = \"orders.{fn_name}\"`"
                 ),
             ));
         }

@@ -80,7 +80,7 @@ fn cached_sized(order_id: u64, action: &str) -> Result<Receipt, Error> {
 // argument is neither key nor fingerprint). Key: `(order_id, action)`; nothing else is
 // fingerprinted, so the fingerprint is `Fingerprint::NONE` (no second SHA-256).
 
-#[idempotent(key = "order_id, action", store = store, namespace = "bench.charge")]
+#[idempotent(key = "order_id, action", store = store, scope = "bench.charge")]
 async fn idem_charge(store: &MemoryStore, order_id: u64, action: &str) -> Result<Receipt, Error> {
     Ok(receipt(order_id, action))
 }
@@ -320,7 +320,7 @@ fn breakdown(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("breakdown");
 
-    // SHA-256 over the namespace and the two parts, then hex: what the expansion does first.
+    // SHA-256 over the scope and the two parts, then hex: what the expansion does first.
     group.bench_function("key_derivation", |b| {
         b.iter(|| {
             IdempotencyKey::builder(black_box("bench.charge"))

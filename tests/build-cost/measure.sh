@@ -41,7 +41,7 @@ EOF
         echo 'pub struct Receipt { pub id: u64, pub note: String }'
         for i in $(seq 1 "$functions"); do
             if [[ "$annotated" == 1 ]]; then
-                echo "#[idempotent_core::idempotent(key = \"order_id\", namespace = \"f$i\")]"
+                echo "#[idempotent_core::idempotent(key = \"order_id\", scope = \"f$i\")]"
             fi
             echo "pub async fn f$i(order_id: u64, amount: u64) -> Result<Receipt, Error> {"
             echo "    Ok(Receipt { id: order_id + $i, note: format!(\"{amount}\") })"

@@ -18,7 +18,7 @@ struct Receipt {
     amount: u64,
 }
 
-#[idempotent(key = "order_id", store = store, skip = "runs", namespace = "decode.receipt")]
+#[idempotent(key = "order_id", store = store, skip = "runs", scope = "decode.receipt")]
 async fn receipt(store: &MemoryStore, runs: &AtomicUsize, order_id: u64) -> Result<Receipt, Error> {
     runs.fetch_add(1, Ordering::SeqCst);
     Ok(Receipt {
@@ -51,7 +51,7 @@ async fn plant(store: &MemoryStore, order_id: u64, payload: &[u8]) {
 }
 
 /// Calls `receipt(order_id)` twice over a planted payload: both fail with `Decode` in the
-/// function's namespace, and the body never runs.
+/// function's scope, and the body never runs.
 async fn assert_undecodable(payload: &[u8]) {
     let store = MemoryStore::new();
     let runs = AtomicUsize::new(0);

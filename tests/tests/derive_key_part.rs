@@ -304,7 +304,7 @@ struct Shipment {
 #[key_part(transparent)]
 struct Carrier(String);
 
-#[idempotent(key = "order_id, carrier", store = store, skip = "runs", namespace = "derive.ship")]
+#[idempotent(key = "order_id, carrier", store = store, skip = "runs", scope = "derive.ship")]
 async fn ship(
     store: &MemoryStore,
     runs: &AtomicUsize,
@@ -363,7 +363,7 @@ async fn a_derived_struct_as_key_and_as_fingerprinted_argument() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
-#[idempotent(key = "request.order_id, action", store = store, skip = "runs", namespace = "derive.act")]
+#[idempotent(key = "request.order_id, action", store = store, skip = "runs", scope = "derive.act")]
 async fn act(
     store: &MemoryStore,
     runs: &AtomicUsize,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use idempotent_core::{Call, Disposition, Error, MemoryStore, idempotent, observe};
 use serde::{Deserialize, Serialize};
 
-#[idempotent(key = "id", store = store, skip = "runs", namespace = "encode.some_unit")]
+#[idempotent(key = "id", store = store, skip = "runs", scope = "encode.some_unit")]
 async fn some_unit(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<Option<()>, Error> {
     let _ = id;
     runs.fetch_add(1, Ordering::SeqCst);

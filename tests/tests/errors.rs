@@ -74,8 +74,8 @@ async fn waiting_duplicate_runs_the_body_itself_when_the_owner_returns_err() {
     let runs = AtomicUsize::new(0);
     let started = Instant::now();
 
-    // Nested in the test, so it names its namespace.
-    #[idempotent(key = "id", store = store, skip = "runs", namespace = "errors.fails_first_slowly")]
+    // Nested in the test, so it names its scope.
+    #[idempotent(key = "id", store = store, skip = "runs", scope = "errors.fails_first_slowly")]
     async fn fails_first_slowly(
         store: &MemoryStore,
         runs: &AtomicUsize,
@@ -255,7 +255,7 @@ async fn aborted_task_releases_the_key_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_duplicate_runs_once_the_owner_is_cancelled() {
-    #[idempotent(key = "id", store = store, skip = "runs, started", namespace = "errors.hangs_first_waiting")]
+    #[idempotent(key = "id", store = store, skip = "runs, started", scope = "errors.hangs_first_waiting")]
     async fn hangs_first_waiting(
         store: MemoryStore,
         runs: Arc<AtomicUsize>,

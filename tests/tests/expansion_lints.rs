@@ -51,11 +51,7 @@ async fn with_store(store: &MemoryStore, client: &Client, order: &Order) -> Resu
     Ok(order.amount)
 }
 
-#[idempotent(
-    key = "id",
-    on_in_flight = "reject",
-    namespace = "expansion_lints.generic"
-)]
+#[idempotent(key = "id", on_in_flight = "reject", scope = "expansion_lints.generic")]
 async fn generic<T: KeyPart + Sync>(id: &T, count: u32) -> Result<u32, Error> {
     let _ = id;
     Ok(count)
@@ -145,12 +141,12 @@ struct Service {
 }
 
 impl Service {
-    #[idempotent(namespace = "expansion_lints.by_ref", key = "self.tenant, id", store = self.store)]
+    #[idempotent(scope = "expansion_lints.by_ref", key = "self.tenant, id", store = self.store)]
     async fn by_ref(&self, id: u64) -> Result<u64, Error> {
         Ok(id + u64::from(self.calls))
     }
 
-    #[idempotent(namespace = "expansion_lints.by_mut", key = "id", store = self.store)]
+    #[idempotent(scope = "expansion_lints.by_mut", key = "id", store = self.store)]
     async fn by_mut(&mut self, id: u64) -> Result<u32, Error> {
         self.calls += 1;
         Ok(self.calls + u32::try_from(id).unwrap_or_default())
@@ -160,7 +156,7 @@ impl Service {
         self.calls += 1;
     }
 
-    #[idempotent(namespace = "expansion_lints.by_mut_cloned_store", key = "id", store = self.store.clone())]
+    #[idempotent(scope = "expansion_lints.by_mut_cloned_store", key = "id", store = self.store.clone())]
     async fn by_mut_cloned_store(&mut self, id: u64) -> Result<u32, Error> {
         self.bump();
         Ok(self.calls + u32::try_from(id).unwrap_or_default())
@@ -207,7 +203,7 @@ mod transactional {
     }
 
     impl Service {
-        #[idempotent(key = "id", store = self.db, transaction = "conn", namespace = "expansion_lints.tx")]
+        #[idempotent(key = "id", store = self.db, transaction = "conn", scope = "expansion_lints.tx")]
         pub async fn method(&self, id: i64) -> Result<u64, BoxError> {
             let done = sqlx::query("SELECT 1").execute(&mut *conn).await?;
             Ok(done.rows_affected() + id.unsigned_abs())

@@ -39,13 +39,13 @@ async fn completed_result_replays_within_ttl_and_the_body_runs_again_after_it() 
 const NAMESPACE: &str = "expiry.takeover";
 const LEASE: Duration = Duration::from_secs(10);
 
-#[idempotent(key = "id", store = store, skip = "runs", namespace = "expiry.takeover", lease = "10s", on_in_flight = "reject")]
+#[idempotent(key = "id", store = store, skip = "runs", scope = "expiry.takeover", lease = "10s", on_in_flight = "reject")]
 async fn reject_takeover(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
     runs.fetch_add(1, Ordering::SeqCst);
     Ok(id)
 }
 
-#[idempotent(key = "id", store = store, skip = "runs", namespace = "expiry.takeover", lease = "10s")]
+#[idempotent(key = "id", store = store, skip = "runs", scope = "expiry.takeover", lease = "10s")]
 async fn wait_takeover(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
     runs.fetch_add(1, Ordering::SeqCst);
     Ok(id)

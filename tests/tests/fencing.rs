@@ -161,7 +161,7 @@ async fn epoch_grows_after_a_release() {
     assert_lease_lost(store.release(&first).await);
 }
 
-#[idempotent(key = "id", store = store, skip = "runs", namespace = "fencing.epoch", lease = "10s")]
+#[idempotent(key = "id", store = store, skip = "runs", scope = "fencing.epoch", lease = "10s")]
 async fn epoch_of_body(
     store: &MemoryStore,
     runs: &AtomicUsize,

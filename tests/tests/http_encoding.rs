@@ -72,8 +72,8 @@ proptest! {
     }
 
     #[test]
-    fn scope_never_panics_and_is_fixed_ascii(namespace in ".{0,40}", identity in proptest::collection::vec(any::<u8>(), 0..64), method in method(), path in ".{0,200}") {
-        let scope = scope(&namespace, &Principal::from_identity(&identity), &method, &path);
+    fn scope_never_panics_and_is_fixed_ascii(layer_scope in ".{0,40}", identity in proptest::collection::vec(any::<u8>(), 0..64), method in method(), path in ".{0,200}") {
+        let scope = scope(&layer_scope, &Principal::from_identity(&identity), &method, &path);
         prop_assert!(scope.starts_with("http:"));
         prop_assert_eq!(scope.len(), 69);
         prop_assert!(scope[5..].bytes().all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()));
@@ -86,7 +86,7 @@ proptest! {
         let b = boundaries[split_b % boundaries.len()];
         prop_assume!(a != b);
         let principal = Principal::ANONYMOUS;
-        // The same characters split differently between namespace and path.
+        // The same characters split differently between the layer's scope name and the path.
         let first = scope(&text[..a], &principal, &Method::POST, &text[a..]);
         let second = scope(&text[..b], &principal, &Method::POST, &text[b..]);
         prop_assert_ne!(first, second);

@@ -156,7 +156,7 @@ struct Charge {
     amount: u64,
 }
 
-#[idempotent(key = "id", store = store, namespace = "tests.http.charge", on_in_flight = "reject")]
+#[idempotent(key = "id", store = store, scope = "tests.http.charge", on_in_flight = "reject")]
 async fn charge(store: &MemoryStore, id: u64, amount: u64) -> Result<Receipt, Error> {
     let _ = amount;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -12,7 +12,7 @@ use idempotent_core::store::{Claim, ClaimRequest, OwnerId};
 use idempotent_core::{Call, Error, IdempotencyStore, MemoryStore, idempotent};
 
 #[test]
-fn key_of_namespace_and_parts_is_pinned() {
+fn key_of_scope_and_parts_is_pinned() {
     let key = IdempotencyKey::builder("orders.charge")
         .part(&42u64)
         .part("capture")
@@ -24,7 +24,7 @@ fn key_of_namespace_and_parts_is_pinned() {
 }
 
 #[test]
-fn key_of_namespace_alone_is_pinned() {
+fn key_of_scope_alone_is_pinned() {
     assert_eq!(
         IdempotencyKey::builder("ns").finish().as_str(),
         "f5fc05bbb621de98ba271494866fbcd379768b374880e0de0ecb41231cadb3f7"
@@ -77,7 +77,7 @@ fn fingerprints_are_pinned() {
     );
 }
 
-#[idempotent(key = "order_id, action", namespace = "orders.charge", store = store)]
+#[idempotent(key = "order_id, action", scope = "orders.charge", store = store)]
 async fn charge(store: &MemoryStore, order_id: u64, action: &str) -> Result<u32, Error> {
     let _ = (order_id, action);
     Ok(7)

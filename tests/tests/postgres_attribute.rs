@@ -64,13 +64,13 @@ async fn rows(store: &PostgresStore, table: &str) -> i64 {
         .expect("count")
 }
 
-/// The states of the records of `namespace`.
-async fn record_states(store: &PostgresStore, namespace: &str) -> Vec<String> {
+/// The states of the records of `scope`.
+async fn record_states(store: &PostgresStore, scope: &str) -> Vec<String> {
     sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT state FROM {} WHERE scope = $1",
         store.table()
     )))
-    .bind(namespace.as_bytes())
+    .bind(scope.as_bytes())
     .fetch_all(store.pool())
     .await
     .expect("record states")
@@ -85,7 +85,7 @@ const SHIP: &str = "postgres_attribute.ship";
     store = store,
     transaction = "tx",
     skip = "table, runs, refuse",
-    namespace = "postgres_attribute.ship"
+    scope = "postgres_attribute.ship"
 )]
 async fn ship(
     store: &PostgresStore,
@@ -208,7 +208,7 @@ impl Shipping {
         key = "order_id",
         store = self.db,
         transaction = "conn",
-        namespace = "postgres_attribute.method"
+        scope = "postgres_attribute.method"
     )]
     async fn ship(&self, order_id: i64) -> Result<i64, ShipError> {
         self.runs.fetch_add(1, Ordering::SeqCst);

@@ -516,7 +516,7 @@ async fn purge_removes_only_expired_records_of_its_prefix() {
 
 const CORRUPT_NAMESPACE: &str = "redis.corrupt";
 
-#[idempotent(key = "order_id", store = store, skip = "runs", namespace = "redis.corrupt")]
+#[idempotent(key = "order_id", store = store, skip = "runs", scope = "redis.corrupt")]
 async fn corrupt_target(
     store: &RedisStore,
     runs: &AtomicUsize,
@@ -671,7 +671,7 @@ async fn unreadable_records_are_decode_errors_and_the_body_does_not_run() {
 
 const CALLS: usize = 1_000;
 
-#[idempotent(key = "id", store = store, skip = "runs", lease = "30s", namespace = "redis.collapse")]
+#[idempotent(key = "id", store = store, skip = "runs", lease = "30s", scope = "redis.collapse")]
 async fn slow_once(store: RedisStore, runs: Arc<AtomicUsize>, id: u64) -> Result<String, Error> {
     let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,4 +1,4 @@
-//! Replay: one execution per key and namespace, the first result replayed to every duplicate.
+//! Replay: one execution per key and scope, the first result replayed to every duplicate.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -67,32 +67,32 @@ async fn different_key_runs_the_body_again() {
     assert_eq!(store.len(), 2);
 }
 
-#[idempotent(key = "id", store = store, skip = "runs", namespace = "replay.namespace_a")]
-async fn in_namespace_a(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+#[idempotent(key = "id", store = store, skip = "runs", scope = "replay.scope_a")]
+async fn in_scope_a(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
     runs.fetch_add(1, Ordering::SeqCst);
     Ok(id)
 }
 
-#[idempotent(key = "id", store = store, skip = "runs", namespace = "replay.namespace_b")]
-async fn in_namespace_b(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
+#[idempotent(key = "id", store = store, skip = "runs", scope = "replay.scope_b")]
+async fn in_scope_b(store: &MemoryStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
     runs.fetch_add(1, Ordering::SeqCst);
     Ok(id)
 }
 
 #[tokio::test]
-async fn same_key_in_a_different_namespace_runs_the_body_again() {
+async fn same_key_in_a_different_scope_runs_the_body_again() {
     let store = MemoryStore::new();
     let runs = AtomicUsize::new(0);
 
-    let (_, how_a) = observe(in_namespace_a(&store, &runs, 7)).await;
-    let (_, how_b) = observe(in_namespace_b(&store, &runs, 7)).await;
+    let (_, how_a) = observe(in_scope_a(&store, &runs, 7)).await;
+    let (_, how_b) = observe(in_scope_b(&store, &runs, 7)).await;
     assert_eq!(how_a, Some(Disposition::Executed));
     assert_eq!(how_b, Some(Disposition::Executed));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
-    // Each namespace then replays its own record.
-    let (_, how_a) = observe(in_namespace_a(&store, &runs, 7)).await;
-    let (_, how_b) = observe(in_namespace_b(&store, &runs, 7)).await;
+    // Each scope then replays its own record.
+    let (_, how_a) = observe(in_scope_a(&store, &runs, 7)).await;
+    let (_, how_b) = observe(in_scope_b(&store, &runs, 7)).await;
     assert_eq!(how_a, Some(Disposition::Replayed));
     assert_eq!(how_b, Some(Disposition::Replayed));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
@@ -116,8 +116,8 @@ macro_rules! falsy_result_replays {
     ($($test:ident: $ty:ty = $value:expr;)*) => {$(
         #[tokio::test]
         async fn $test() {
-            // Nested in each test, so it names its namespace; each test has its own store.
-            #[idempotent(key = "id", store = store, skip = "runs", namespace = "replay.falsy")]
+            // Nested in each test, so it names its scope; each test has its own store.
+            #[idempotent(key = "id", store = store, skip = "runs", scope = "replay.falsy")]
             async fn falsy(store: &MemoryStore, runs: &AtomicUsize, id: u32) -> Result<$ty, Error> {
                 let _ = id;
                 runs.fetch_add(1, Ordering::SeqCst);
@@ -254,7 +254,7 @@ async fn field_path_key_with_a_different_other_field_is_a_payload_mismatch() {
 
 static DEFAULT_STORE_RUNS: AtomicUsize = AtomicUsize::new(0);
 
-#[idempotent(key = "order_id, action", namespace = "replay.default_store.charge")]
+#[idempotent(key = "order_id, action", scope = "replay.default_store.charge")]
 async fn charge_in_default_store(
     order_id: u64,
     action: &str,
@@ -297,19 +297,19 @@ impl Service {
         }
     }
 
-    #[idempotent(namespace = "replay.lookup", key = "id", store = self.store)]
+    #[idempotent(scope = "replay.lookup", key = "id", store = self.store)]
     async fn lookup(&self, id: u32) -> Result<u32, Error> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         Ok(id * 10)
     }
 
-    #[idempotent(namespace = "replay.bump", key = "id", store = self.store)]
+    #[idempotent(scope = "replay.bump", key = "id", store = self.store)]
     async fn bump(&mut self, id: u32) -> Result<u32, Error> {
         self.count += 1;
         Ok(self.count + id)
     }
 
-    #[idempotent(namespace = "replay.per_tenant", key = "self.tenant, id", store = self.store)]
+    #[idempotent(scope = "replay.per_tenant", key = "self.tenant, id", store = self.store)]
     async fn per_tenant(&self, id: u32) -> Result<String, Error> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         Ok(format!("{}-{id}", self.tenant))
@@ -450,22 +450,22 @@ struct Orders;
 struct Refunds;
 
 impl Orders {
-    #[idempotent(namespace = "orders.get", key = "id", store = store)]
+    #[idempotent(scope = "orders.get", key = "id", store = store)]
     async fn get(&self, store: &MemoryStore, id: u64) -> Result<String, Error> {
         Ok(format!("order-{id}"))
     }
 }
 
 impl Refunds {
-    #[idempotent(namespace = "refunds.get", key = "id", store = store)]
+    #[idempotent(scope = "refunds.get", key = "id", store = store)]
     async fn get(&self, store: &MemoryStore, id: u64) -> Result<String, Error> {
         Ok(format!("refund-{id}"))
     }
 }
 
 #[tokio::test]
-// Methods must name their namespace (a compile error otherwise, see
-// ui/fail/method_without_namespace.rs), so same-named methods never share records.
+// Methods must name their scope (a compile error otherwise, see
+// ui/fail/method_without_scope.rs), so same-named methods never share records.
 async fn same_named_methods_of_different_types_do_not_share_records() {
     let store = MemoryStore::new();
     assert_eq!(Orders.get(&store, 1).await.unwrap(), "order-1");
@@ -473,7 +473,7 @@ async fn same_named_methods_of_different_types_do_not_share_records() {
 }
 
 async fn ship_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
-    #[idempotent(key = "id", store = store, namespace = "replay.ship_flow.step")]
+    #[idempotent(key = "id", store = store, scope = "replay.ship_flow.step")]
     async fn step(store: &MemoryStore, id: u64) -> Result<String, Error> {
         Ok(format!("shipped-{id}"))
     }
@@ -481,7 +481,7 @@ async fn ship_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
 }
 
 async fn refund_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
-    #[idempotent(key = "id", store = store, namespace = "replay.refund_flow.step")]
+    #[idempotent(key = "id", store = store, scope = "replay.refund_flow.step")]
     async fn step(store: &MemoryStore, id: u64) -> Result<String, Error> {
         Ok(format!("refunded-{id}"))
     }
@@ -489,10 +489,10 @@ async fn refund_flow(store: &MemoryStore, id: u64) -> Result<String, Error> {
 }
 
 #[tokio::test]
-// Without `namespace`, both `step`s would default to `replay::step`; that is a compile error
-// (ui/fail/nested_fn_without_namespace.rs, ui/fail/nested_fn_shadowing_module_fn.rs), so nested
+// Without `scope`, both `step`s would default to `replay::step`; that is a compile error
+// (ui/fail/nested_fn_without_scope.rs, ui/fail/nested_fn_shadowing_module_fn.rs), so nested
 // functions with the same name never share records.
-async fn nested_functions_with_the_same_name_and_their_own_namespaces_do_not_share_records() {
+async fn nested_functions_with_the_same_name_and_their_own_scopes_do_not_share_records() {
     let store = MemoryStore::new();
     assert_eq!(ship_flow(&store, 1).await.unwrap(), "shipped-1");
     assert_eq!(refund_flow(&store, 1).await.unwrap(), "refunded-1");

@@ -124,7 +124,7 @@ struct Receipt {
     amount: u64,
 }
 
-#[idempotent(key = "order_id", store = store, skip = "runs", namespace = "tests.sqlite.charge")]
+#[idempotent(key = "order_id", store = store, skip = "runs", scope = "tests.sqlite.charge")]
 async fn charge(
     store: &SqliteStore,
     runs: &AtomicUsize,

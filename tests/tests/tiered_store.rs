@@ -213,7 +213,7 @@ async fn a_key_never_completed_is_decided_by_postgres_only() {
     );
 }
 
-#[idempotent(key = "id", store = store, skip = "runs", namespace = "tiered.attribute")]
+#[idempotent(key = "id", store = store, skip = "runs", scope = "tiered.attribute")]
 async fn charge(store: &TieredStore, runs: &AtomicUsize, id: u64) -> Result<u64, Error> {
     runs.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;

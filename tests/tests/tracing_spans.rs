@@ -71,7 +71,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Se
 
 const SECRET_ORDER: &str = "order-4242-secret";
 
-#[idempotent(key = "order", store = store, namespace = "tracing.charge")]
+#[idempotent(key = "order", store = store, scope = "tracing.charge")]
 async fn charge(store: &MemoryStore, order: &str, amount: u64) -> Result<String, Error> {
     Ok(format!("receipt-payload-{amount}"))
 }

@@ -117,7 +117,7 @@ impl<B> std::fmt::Debug for Consumer<B> {
 
 impl Consumer<()> {
     /// Starts configuring a consumer whose messages' keys live in `scope` (like a function's
-    /// namespace: two consumers with one scope share their records, so a message processed
+    /// scope: two consumers with one scope share their records, so a message processed
     /// by one is a duplicate to the other).
     pub fn builder(scope: impl Into<String>) -> ConsumerBuilder {
         ConsumerBuilder::new(scope.into())

@@ -47,7 +47,7 @@ tokio::task_local! {
 /// ```
 /// use idempotent_core::{Disposition, Error, idempotent, observe};
 ///
-/// #[idempotent(key = "id", namespace = "docs.observe")]
+/// #[idempotent(key = "id", scope = "docs.observe")]
 /// async fn create(id: u64) -> Result<u64, Error> {
 ///     Ok(id * 2)
 /// }

@@ -110,7 +110,7 @@ where
     };
     let principal = config.principal.principal(&parts);
     let path = parts.uri.path();
-    let scope = scope(&config.namespace, &principal, &parts.method, path);
+    let scope = scope(&config.scope, &principal, &parts.method, path);
     let key = store_key(&client_key);
     let fingerprint = fingerprint(&parts.method, path, parts.uri.query(), &body);
     let method = parts.method.clone();

@@ -25,7 +25,7 @@ pub(crate) struct Config {
     pub(crate) store: Arc<dyn IdempotencyStore>,
     pub(crate) methods: Vec<Method>,
     pub(crate) require_key: bool,
-    pub(crate) namespace: String,
+    pub(crate) scope: String,
     pub(crate) principal: Box<dyn ExtractPrincipal>,
     pub(crate) policy: Box<dyn StorePolicy>,
     pub(crate) options: CallOptions,
@@ -119,7 +119,7 @@ impl IdempotencyLayerBuilder {
                 store,
                 methods: vec![Method::POST, Method::PATCH],
                 require_key: false,
-                namespace: String::new(),
+                scope: String::new(),
                 principal: Box::new(AuthorizationHeader),
                 policy: Box::new(SuccessOnly),
                 options: CallOptions::new().on_in_flight(OnInFlight::Reject),
@@ -147,10 +147,11 @@ impl IdempotencyLayerBuilder {
         self
     }
 
-    /// A namespace for the scopes, so that services sharing one store never share records
+    /// A name this layer's scopes are made from (with the principal, method and path), so
+    /// that services sharing one store never share records
     /// even on the same paths. Default: empty.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.config.namespace = namespace.into();
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.config.scope = scope.into();
         self
     }
 

@@ -1,7 +1,7 @@
 //! Who sent a request, and the scope its key lives in.
 //!
 //! A client's key is only unique for that client, so the layer stores it under a scope made of
-//! the [`Principal`] that sent it, the method and the path (and the layer's namespace): the
+//! the [`Principal`] that sent it, the method and the path (and the layer's own scope name): the
 //! same key from two tenants, or on two routes, names two records, and one tenant can never
 //! receive another tenant's response. The principal comes from an [`ExtractPrincipal`]; the
 //! default, [`AuthorizationHeader`], hashes the `Authorization` header.
@@ -130,10 +130,10 @@ impl ExtractPrincipal for AuthorizationHeader {
 }
 
 /// The scope a request's key is stored under: `http:` and 64 hex characters, the key
-/// encoding's SHA-256 of the namespace, the principal, the method and the path, in that order.
-pub fn scope(namespace: &str, principal: &Principal, method: &Method, path: &str) -> String {
+/// encoding's SHA-256 of the layer's scope name, the principal, the method and the path, in that order.
+pub fn scope(layer_scope: &str, principal: &Principal, method: &Method, path: &str) -> String {
     let digest = IdempotencyKey::builder(SCOPE_DOMAIN)
-        .part(namespace)
+        .part(layer_scope)
         .part(&Blob(principal.as_bytes()))
         .part(method.as_str())
         .part(path)

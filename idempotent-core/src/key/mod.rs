@@ -1,6 +1,6 @@
 //! Deterministic idempotency keys and request fingerprints.
 //!
-//! A key is SHA-256 over a canonical, self-delimiting encoding of a namespace and each key part,
+//! A key is SHA-256 over a canonical, self-delimiting encoding of a scope and each key part,
 //! in order, written as 64 lowercase hex characters. Every value's encoding starts with a type
 //! tag and carries its own length, so no two different inputs share an encoding: `("ab", "c")`
 //! and `("a", "bc")` hash differently, and so do `Some(0)` and `0`.
@@ -49,7 +49,7 @@ pub struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
-    /// Starts a key in `namespace`; add parts with [`KeyBuilder::part`].
+    /// Starts a key in `scope`; add parts with [`KeyBuilder::part`].
     ///
     /// ```
     /// use idempotent_core::key::IdempotencyKey;
@@ -59,13 +59,13 @@ impl IdempotencyKey {
     /// let again = IdempotencyKey::builder("orders.charge").part(&42u32).part("capture").finish();
     /// assert_eq!(key, again); // integers encode by value, whatever their width
     /// ```
-    pub fn builder(namespace: &str) -> KeyBuilder {
+    pub fn builder(scope: &str) -> KeyBuilder {
         let mut hasher = Sha256::new();
         hasher.update(KEY_DOMAIN);
         KeyWriter {
             hasher: &mut hasher,
         }
-        .write_str(namespace);
+        .write_str(scope);
         KeyBuilder { hasher }
     }
 
@@ -102,7 +102,7 @@ impl AsRef<str> for IdempotencyKey {
     }
 }
 
-/// Builds an [`IdempotencyKey`] from a namespace and ordered parts.
+/// Builds an [`IdempotencyKey`] from a scope and ordered parts.
 #[derive(Clone)]
 pub struct KeyBuilder {
     hasher: Sha256,
@@ -179,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn namespace_scopes_the_key() {
+    fn scope_is_part_of_the_key() {
         let a = IdempotencyKey::builder("a").part(&1u8).finish();
         let b = IdempotencyKey::builder("b").part(&1u8).finish();
         assert_ne!(a, b);

@@ -101,9 +101,9 @@ pub trait IdempotencyStore: Send + Sync {
     /// absent. A record past its ttl is absent, as it is for a claim. A record that exists
     /// but cannot be read is [`Error::Decode`], never "absent".
     ///
-    /// The record of an annotated call is at its namespace (the scope) and the key that
+    /// The record of an annotated call is at its scope and the key that
     /// [`IdempotencyKey::builder`](crate::key::IdempotencyKey::builder) computes from the
-    /// namespace and the call's key parts, in order (see
+    /// scope and the call's key parts, in order (see
     /// [the attribute's reference](crate::idempotent#finding-a-calls-record)).
     async fn inspect(&self, scope: &str, key: &str) -> Result<RecordState, Error>;
 

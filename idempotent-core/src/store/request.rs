@@ -14,7 +14,8 @@ use crate::key::Fingerprint;
 /// Everything a store needs to decide a claim.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimRequest<'a> {
-    /// The namespace the key lives in (function namespace, or HTTP principal and route).
+    /// The scope the key lives in (an annotated function's `scope`, or for HTTP the
+    /// principal and the route).
     pub scope: &'a str,
     /// The idempotency key inside `scope`.
     pub key: &'a str,

@@ -5,7 +5,7 @@ struct Service {
 }
 
 impl Service {
-    #[idempotent(key = "order_id", skip = "self", namespace = "service.charge")]
+    #[idempotent(key = "order_id", skip = "self", scope = "service.charge")]
     async fn charge(&self, order_id: u64) -> Result<(), Error> {
         let _ = (&self.tenant, order_id);
         Ok(())

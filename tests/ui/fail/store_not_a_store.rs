@@ -13,7 +13,7 @@ struct Service {
 }
 
 impl Service {
-    #[idempotent(key = "order_id", store = self.client, namespace = "service.charge")]
+    #[idempotent(key = "order_id", store = self.client, scope = "service.charge")]
     async fn charge(&self, order_id: u64) -> Result<(), Error> {
         let _ = order_id;
         Ok(())

@@ -21,7 +21,7 @@ struct HttpClient;
     ttl = "1h30m",
     lease = "45s",
     store = store,
-    namespace = "orders.charge",
+    scope = "orders.charge",
     skip = "client",
     on_in_flight = "reject",
     on_store_error = "fail_closed",

@@ -36,7 +36,7 @@ async fn with_store(store: &MemoryStore, client: &Client, order: &Order) -> Resu
     Ok(order.amount)
 }
 
-#[idempotent(key = "id", on_in_flight = "reject", namespace = "generic")]
+#[idempotent(key = "id", on_in_flight = "reject", scope = "generic")]
 async fn generic<T: KeyPart + Sync>(id: &T, count: u32) -> Result<u32, Error> {
     let _ = id;
     Ok(count)
@@ -104,12 +104,12 @@ struct Service {
 }
 
 impl Service {
-    #[idempotent(namespace = "deny_warnings.by_ref", key = "id", store = self.store)]
+    #[idempotent(scope = "deny_warnings.by_ref", key = "id", store = self.store)]
     async fn by_ref(&self, id: u64) -> Result<u64, Error> {
         Ok(id + u64::from(self.calls))
     }
 
-    #[idempotent(namespace = "deny_warnings.by_mut", key = "id", store = self.store)]
+    #[idempotent(scope = "deny_warnings.by_mut", key = "id", store = self.store)]
     async fn by_mut(&mut self, id: u64) -> Result<u32, Error> {
         self.calls += 1;
         Ok(self.calls + u32::try_from(id).unwrap_or_default())

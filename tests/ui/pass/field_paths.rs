@@ -24,7 +24,7 @@ struct Shop {
 }
 
 impl Shop {
-    #[idempotent(namespace = "field_paths.place", key = "order.id, self.tenant, order.customer.email")]
+    #[idempotent(scope = "field_paths.place", key = "order.id, self.tenant, order.customer.email")]
     async fn place(&self, order: &Order, quantity: u32) -> Result<u32, Error> {
         let _ = (order.amount, &self.tenant);
         Ok(quantity)

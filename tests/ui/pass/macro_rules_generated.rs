@@ -32,7 +32,7 @@ struct Shop {
 macro_rules! shop_method {
     ($key:literal) => {
         impl Shop {
-            #[idempotent(namespace = "macro_rules_generated.place", key = $key)]
+            #[idempotent(scope = "macro_rules_generated.place", key = $key)]
             async fn place(&self, order: &Order) -> Result<usize, Error> {
                 Ok(self.tenant.len() + order.id as usize)
             }

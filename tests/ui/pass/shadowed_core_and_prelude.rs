@@ -46,7 +46,7 @@ struct Service {
 }
 
 impl Service {
-    #[idempotent(namespace = "shadowed_core_and_prelude.refund", key = "order_id", store = self.store, on_in_flight = "reject")]
+    #[idempotent(scope = "shadowed_core_and_prelude.refund", key = "order_id", store = self.store, on_in_flight = "reject")]
     async fn refund(&self, order_id: u64) -> ::core::result::Result<(), Error> {
         let _ = order_id;
         ::core::result::Result::Ok(())

@@ -124,7 +124,7 @@
 //! When the body's effects are writes to the same database, the result can be recorded in the
 //! same transaction as those writes: they commit together or not at all. On an annotated
 //! function, `transaction = "tx"` gives the body that transaction as `tx`, with the
-//! attribute's key, fingerprint and namespace:
+//! attribute's key, fingerprint and scope:
 //!
 //! ```no_run
 //! use idempotent_core::stores::postgres::sqlx;
@@ -310,7 +310,7 @@ impl PostgresStore {
     }
 
     /// Runs a compare-and-set update on the lease's row; no row updated is `LeaseLost`.
-    async fn update_lease(
+    async fn compare_and_set(
         &self,
         operation: &'static str,
         statement: &Arc<str>,
@@ -416,12 +416,12 @@ impl IdempotencyStore for PostgresStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), Error> {
-        self.update_lease("release", &self.inner.sql.release, lease, None)
+        self.compare_and_set("release", &self.inner.sql.release, lease, None)
             .await
     }
 
     async fn extend(&self, lease: &Lease, lease_for: Duration) -> Result<(), Error> {
-        self.update_lease(
+        self.compare_and_set(
             "lease extension",
             &self.inner.sql.extend,
             lease,

@@ -103,7 +103,7 @@ impl PostgresStore {
 /// (transactional mode), made with [`PostgresStore::transactional`].
 ///
 /// On an annotated function, `#[idempotent(store = ..., transaction = "tx")]` makes this call
-/// with the attribute's key, fingerprint and namespace, and gives the body the transaction as
+/// with the attribute's key, fingerprint and scope, and gives the body the transaction as
 /// `tx`; by hand, the key and the fingerprint are yours to build:
 ///
 /// ```no_run

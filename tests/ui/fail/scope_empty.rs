@@ -1,6 +1,6 @@
 use idempotent_core::{Error, idempotent};
 
-#[idempotent(key = "order_id", namespace = " ")]
+#[idempotent(key = "order_id", scope = " ")]
 async fn charge(order_id: u64) -> Result<(), Error> {
     let _ = order_id;
     Ok(())
