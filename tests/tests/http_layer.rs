@@ -318,7 +318,7 @@ async fn a_hundred_concurrent_duplicates_create_one_order_and_get_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_duplicates_in_wait_mode_get_one_response() {
     // The orders route's own layer rejects; a waiting one is put in front of it.
-    let waiting = waiting_orders(memory()).await;
+    let waiting = waiting_orders(memory(), Duration::from_secs(10)).await;
     let answers = hundred_duplicates(&waiting).await;
     assert!(answers.iter().all(|a| a.0 == StatusCode::CREATED));
     let first = &answers[0].2;
@@ -333,11 +333,11 @@ async fn a_hundred_concurrent_duplicates_in_wait_mode_get_one_response() {
 
 /// The orders service behind a layer that waits for in-flight duplicates; its own layer on
 /// `POST /orders` then passes the request through (one layer handles a request).
-async fn waiting_orders(store: Arc<dyn IdempotencyStore>) -> App {
+async fn waiting_orders(store: Arc<dyn IdempotencyStore>, wait: Duration) -> App {
     let orders = idempotent_examples::orders::Orders::new();
     let waiting = IdempotencyLayer::builder_shared(store.clone())
         .principal(idempotent_examples::orders::principal_of)
-        .wait_for_in_flight(Duration::from_secs(10))
+        .wait_for_in_flight(wait)
         .build()
         .unwrap();
     let router = idempotent_examples::orders::app(orders.clone(), store)
@@ -348,6 +348,34 @@ async fn waiting_orders(store: Arc<dyn IdempotencyStore>) -> App {
         orders,
         calls: Arc::default(),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_that_waits_past_the_bound_gets_409_and_the_first_request_still_completes() {
+    let waiting = waiting_orders(memory(), Duration::from_millis(300)).await;
+    let client = client();
+    let body = json!({"item": "long", "quantity": 1, "delay_ms": 1500});
+    let first = tokio::spawn(order(&client, &waiting, "long", body.clone()).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let duplicate = read(
+        order(&client, &waiting, "long", body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_problem(&duplicate, StatusCode::CONFLICT, "in-flight");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "the duplicate waited ({waited:?}) before giving up"
+    );
+    let first = read(first.await.unwrap().unwrap()).await;
+    assert_eq!(first.0, StatusCode::CREATED);
+    let replay = read(order(&client, &waiting, "long", body).send().await.unwrap()).await;
+    assert_eq!(replay.2, first.2);
+    assert_eq!(waiting.orders.count(), 1, "the duplicate never ran");
 }
 
 #[tokio::test]

@@ -145,3 +145,71 @@ async fn every_call_has_a_span_with_its_scope_epoch_and_disposition_and_no_key()
         "a payload was logged"
     );
 }
+
+/// The HTTP layer reports each claim, replay, conflict and mismatch as an event, and no event
+/// or span carries the client's key, the `Authorization` header or the request body.
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn the_http_layer_reports_claims_replays_conflicts_and_mismatches_without_keys_principals_or_bodies()
+ {
+    use support::http::{App, client, read};
+
+    const KEY: &str = "client-key-5c1e9b";
+    const TOKEN: &str = "Bearer token-8f27d4";
+    const ITEM: &str = "body-item-3a6f0e";
+
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::Targets;
+
+    // A current-thread runtime: the server's tasks run on this thread, under this subscriber,
+    // which keeps what this library reports (not the HTTP client's and server's own events).
+    let seen = Seen::default();
+    let ours = Targets::new().with_target("idempotent_core", tracing::Level::TRACE);
+    let _default = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(seen.clone().with_filter(ours)),
+    );
+    let app = App::start(Arc::new(MemoryStore::new()), |layer| layer).await;
+    let client = client();
+    let post = |key: &str, quantity: u32, delay_ms: u64| {
+        client
+            .post(app.url("/orders"))
+            .header("idempotency-key", key)
+            .header("authorization", TOKEN)
+            .json(&serde_json::json!({"item": ITEM, "quantity": quantity, "delay_ms": delay_ms}))
+            .send()
+    };
+
+    let first = read(post(KEY, 1, 0).await.unwrap()).await;
+    assert_eq!(first.0.as_u16(), 201);
+    let replay = read(post(KEY, 1, 0).await.unwrap()).await;
+    assert_eq!(replay.2, first.2);
+    let mismatch = read(post(KEY, 2, 0).await.unwrap()).await;
+    assert_eq!(mismatch.0.as_u16(), 422);
+    let slow_key = format!("{KEY}-slow");
+    let (slow, conflict) = tokio::join!(post(&slow_key, 1, 400), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        post(&slow_key, 1, 400).await
+    });
+    assert_eq!(slow.unwrap().status().as_u16(), 201);
+    assert_eq!(conflict.unwrap().status().as_u16(), 409);
+
+    let messages = seen.values("message");
+    for expected in [
+        "idempotency key claimed; running the request",
+        "replayed a stored response",
+        "mismatch: key reused with a different request",
+        "conflict: a request with this key is in flight",
+    ] {
+        assert!(
+            messages.iter().any(|message| message == expected),
+            "no event {expected:?} among {messages:?}"
+        );
+    }
+    for secret in [KEY, "token-8f27d4", ITEM] {
+        assert!(
+            !seen.contains_text(secret),
+            "{secret:?} reached the logs: {:?}",
+            seen.0.lock().unwrap()
+        );
+    }
+}
