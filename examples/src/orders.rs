@@ -5,7 +5,8 @@
 //!   (`delay_ms` optional, at most 5000): requires `Idempotency-Key`; sleeps `delay_ms`, then
 //!   creates an order with a fresh id and answers 201 with `{"id", "item", "quantity"}` and a
 //!   `Location` header. Invalid JSON or a quantity below 1: 400. Bodies over 1 MiB: 413.
-//! - `GET /orders`: the orders created by the caller's principal.
+//! - `GET /orders`: the orders created by the caller's principal; `GET /orders/{id}` one of
+//!   them (the `Location` of its creation), 404 for another principal's or an unknown id.
 //! - `GET /healthz`: 200.
 //!
 //! The principal is the token of `Authorization: Bearer <token>` (any token names one), or
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -140,10 +141,26 @@ async fn list_orders(State(orders): State<Arc<Orders>>, headers: HeaderMap) -> J
     Json(orders.of(&principal_name(&headers)))
 }
 
+async fn get_order(
+    State(orders): State<Arc<Orders>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    match orders
+        .of(&principal_name(&headers))
+        .into_iter()
+        .find(|order| order.id == id)
+    {
+        Some(order) => Json(order).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 /// The routes without any idempotency layer (the benchmark's baseline).
 pub fn routes(orders: Arc<Orders>) -> Router {
     Router::new()
         .route("/orders", post(create_order).get(list_orders))
+        .route("/orders/{id}", get(get_order))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(orders)
@@ -166,6 +183,7 @@ pub fn app(orders: Arc<Orders>, store: Arc<dyn IdempotencyStore>) -> Result<Rout
             "/orders",
             post(create_order).route_layer(layer).get(list_orders),
         )
+        .route("/orders/{id}", get(get_order))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(orders))

@@ -853,3 +853,115 @@ async fn nested_layers_handle_a_request_once() {
     let missing = read(client.post(server.url("/echo")).send().await.unwrap()).await;
     assert_problem(&missing, StatusCode::BAD_REQUEST, "missing-key");
 }
+
+/// The example service's own answers: its 400s (not stored, so nothing is created), the
+/// 1 MiB request limit, `/healthz`, and a `Location` that names the order for its principal
+/// only.
+#[tokio::test]
+async fn the_example_service_validates_orders_and_its_locations_resolve() {
+    let app = App::start(memory(), same).await;
+    let client = client();
+    let as_alice =
+        |request: reqwest::RequestBuilder| request.header("authorization", "Bearer alice");
+    for (key, body, why) in [
+        ("bad-json", "{not json".to_owned(), "invalid order"),
+        (
+            "bad-quantity",
+            json!({"item": "x", "quantity": 0}).to_string(),
+            "quantity",
+        ),
+        (
+            "bad-delay",
+            json!({"item": "x", "quantity": 1, "delay_ms": 5001}).to_string(),
+            "delay_ms",
+        ),
+    ] {
+        let answer = read(
+            as_alice(client.post(app.url("/orders")))
+                .header("idempotency-key", key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{key}: {}", answer.2);
+        assert!(answer.2.contains(why), "{key}: {}", answer.2);
+    }
+    assert_eq!(app.orders.count(), 0);
+
+    let too_big = read(
+        client
+            .post(app.url("/orders"))
+            .header("idempotency-key", "big")
+            .header("content-type", "application/json")
+            .body(vec![b' '; idempotent_examples::orders::MAX_BODY + 1])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&too_big, StatusCode::PAYLOAD_TOO_LARGE, "body-too-large");
+
+    let health = client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let created = read(
+        as_alice(order(
+            &client,
+            &app,
+            "located",
+            json!({"item": "map", "quantity": 2}),
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(created.0, StatusCode::CREATED);
+    let location = created.1["location"].to_str().unwrap().to_owned();
+    let fetched = read(
+        as_alice(client.get(app.url(&location)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((fetched.0, fetched.2), (StatusCode::OK, created.2));
+    let other = client
+        .get(app.url(&location))
+        .header("authorization", "Bearer bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "another principal's order is not found"
+    );
+}
+
+#[tokio::test]
+async fn the_example_server_opens_the_stores_its_flag_names() {
+    use idempotent_examples::orders::open_store;
+    assert!(open_store("memory").await.is_ok());
+    let db = support::unique_name("idempotent-example-store");
+    let path = std::env::temp_dir().join(format!("{db}.db"));
+    let sqlite = open_store(&format!("sqlite:{}", path.display())).await;
+    let opened = sqlite.is_ok();
+    drop(sqlite);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    assert!(opened, "sqlite:PATH opens a file store");
+    for spec in ["bogus", "mysql://localhost/db", ""] {
+        match open_store(spec).await {
+            Err(Error::InvalidInput { reason }) => {
+                assert!(reason.contains("unknown store"), "{reason}")
+            }
+            Err(other) => panic!("{spec:?}: expected InvalidInput, got {other:?}"),
+            Ok(_) => panic!("{spec:?} opened a store"),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 #![cfg(feature = "http")]
 //! The HTTP layer on every store, through the example orders service on a real server on
 //! 127.0.0.1: create and replay, a mismatch, a duplicate in flight, 100 concurrent duplicates,
-//! two principals with one key; and on the durable stores (SQLite, Redis, PostgreSQL), a replay
+//! two principals with one key; the paths that release the key (a 5xx, a panic, a client that
+//! disconnects) and a response too large to store; and on the durable stores (SQLite, Redis, PostgreSQL), a replay
 //! after the server restarts with a store opened anew.
 //!
 //! Redis and PostgreSQL tests use their own key prefix or table and remove it; they skip with
@@ -15,7 +16,7 @@ use idempotent_core::http::IdempotencyLayer;
 use idempotent_core::{IdempotencyStore, MemoryStore};
 use idempotent_examples::orders::{self, Orders};
 use serde_json::json;
-use support::http::{TestServer, client, read};
+use support::http::{App, TestServer, assert_problem, client, read};
 
 /// The orders routes behind a layer on `store` like the example's, with a short ttl so that a
 /// test that fails before its clean-up leaves records that expire soon.
@@ -128,6 +129,90 @@ async fn scenario(store: Arc<dyn IdempotencyStore>) {
     assert_eq!(orders.count(), 4);
 }
 
+/// The paths that release the key or keep a record that cannot be replayed, on `store`: a
+/// 5xx and a panic release (the retry runs again), a response too large to store is delivered
+/// once and then 410, and a client that disconnects mid-request leaves no claim behind.
+async fn released_and_unstored(store: Arc<dyn IdempotencyStore>) {
+    let app = App::start(store, |layer| layer.max_stored_body(1024)).await;
+    let client = client();
+    let send = |path: &str, key: &str| {
+        client
+            .post(app.url(path))
+            .header("idempotency-key", key)
+            .send()
+    };
+
+    for attempt in 1..=2 {
+        let failed = send("/status/503", "unavailable").await.unwrap();
+        assert_eq!(failed.status(), 503);
+        assert_eq!(
+            app.calls.get(),
+            attempt,
+            "a 5xx is not stored: the retry runs"
+        );
+    }
+    // A panic releases the key in the background as it unwinds: until the store has applied
+    // the release, a retry is a 409 (bounded wait for it).
+    assert_eq!(send("/panic", "boom").await.unwrap().status(), 500);
+    let mut retried = send("/panic", "boom").await.unwrap().status();
+    for _ in 0..50 {
+        if retried != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        retried = send("/panic", "boom").await.unwrap().status();
+    }
+    assert_eq!(retried, 500, "the retry after a panic runs again");
+    assert_eq!(app.calls.get(), 4, "a panic releases the key");
+    let huge = send("/large/4096", "huge").await.unwrap();
+    assert_eq!(huge.status(), 201);
+    assert_eq!(huge.bytes().await.unwrap().len(), 4096);
+    let again = read(send("/large/4096", "huge").await.unwrap()).await;
+    assert_problem(&again, StatusCode::GONE, "not-replayable");
+    assert_eq!(app.calls.get(), 5, "the too-large response ran once");
+
+    // A client that goes away while its request runs: the retry runs at once, once.
+    let body = r#"{"item":"gone","quantity":1,"delay_ms":800}"#;
+    let request = format!(
+        "POST /orders HTTP/1.1\r\nhost: t\r\nidempotency-key: gone\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(app.server.addr)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    // The claim is given up in the background, long before its 30 s lease: a retry that
+    // still finds it in flight tries again (bounded).
+    let retry_once = || {
+        client
+            .post(app.url("/orders"))
+            .header("idempotency-key", "gone")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let mut retry = retry_once().await.unwrap();
+    for _ in 0..50 {
+        if retry.status() != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        retry = retry_once().await.unwrap();
+    }
+    assert_eq!(retry.status(), 201);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        app.orders.count(),
+        1,
+        "one order for the abandoned request and its retry"
+    );
+}
+
 /// Creates an order on a server with the store `open` gives, stops the server and drops the
 /// store, then retries on a new server with a store opened anew: the retry is replayed.
 #[cfg_attr(
@@ -170,6 +255,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store() {
     scenario(Arc::new(MemoryStore::new())).await;
+    released_and_unstored(Arc::new(MemoryStore::new())).await;
 }
 
 #[cfg(feature = "sqlite")]
@@ -181,7 +267,9 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_store() {
         let db = TempDb::new("http");
-        scenario(Arc::new(SqliteStore::open(db.path()).await.unwrap())).await;
+        let store = Arc::new(SqliteStore::open(db.path()).await.unwrap());
+        scenario(store.clone()).await;
+        released_and_unstored(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +307,9 @@ mod redis {
         let Some(store) = connect(&prefix).await else {
             return;
         };
-        scenario(Arc::new(store)).await;
+        let store = Arc::new(store);
+        scenario(store.clone()).await;
+        released_and_unstored(store).await;
         clean(&prefix).await;
     }
 
@@ -247,7 +337,9 @@ mod postgres {
         let Some((store, _drop_table)) = support::postgres::connect("idem_http", 8).await else {
             return;
         };
-        scenario(Arc::new(store)).await;
+        let store = Arc::new(store);
+        scenario(store.clone()).await;
+        released_and_unstored(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
