@@ -341,3 +341,78 @@ async fn tiered_duplicates_are_recognised_from_redis_while_postgres_is_silent() 
     );
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// Graceful shutdown on a real broker: the messages in flight when it is asked for finish and
+/// are acknowledged, nothing else is handled, and every other message is still in the queue
+/// afterwards (those the worker had prefetched are requeued when its channel closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_messages_and_leaves_the_rest_queued() {
+    use std::sync::{Arc, Mutex};
+    let Some(connection) = rabbit::connect().await else {
+        return;
+    };
+    let queue = support::unique_name("idem-shutdown");
+    let _cleanup = DeleteQueues(vec![queue.clone()]);
+    let orders = orders("shutdown", 20, 0.0);
+    rabbit::publish(&connection, &queue, &orders, true).await;
+
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let finished: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let handler = {
+        let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+        move |message: Message| {
+            started.add_permits(1);
+            let finished = Arc::clone(&finished);
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                finished.lock().unwrap().push(message.body.to_vec());
+                Ok::<(), std::io::Error>(())
+            }
+        }
+    };
+    let broker = RabbitMq::builder(rabbit::url(), &queue)
+        .prefetch(4)
+        .connect()
+        .await
+        .unwrap();
+    let consumer = Consumer::builder("tests.rabbitmq.shutdown")
+        .concurrency(2)
+        .shutdown_grace(Duration::from_secs(10))
+        .build(MemoryStore::new(), broker, handler)
+        .unwrap();
+    let shutdown = {
+        let started = Arc::clone(&started);
+        async move {
+            let _ = started.acquire_many(2).await;
+        }
+    };
+    let stats = tokio::time::timeout(LIMIT, consumer.run_until(shutdown))
+        .await
+        .expect("the worker did not stop in time")
+        .expect("the worker failed");
+    let finished = finished.lock().unwrap().clone();
+    assert!(finished.len() >= 2, "the messages in flight finished");
+    assert_eq!(stats.processed as usize, finished.len(), "{stats:?}");
+
+    let mut left = Vec::new();
+    let all_back = eventually(Duration::from_secs(10), async || {
+        left.extend(rabbit::drain(&connection, &queue).await);
+        left.len() + finished.len() >= orders.len()
+    })
+    .await;
+    assert!(
+        all_back,
+        "{} left in the queue, {} finished",
+        left.len(),
+        finished.len()
+    );
+    assert_eq!(
+        left.len() + finished.len(),
+        orders.len(),
+        "none lost, none twice"
+    );
+    assert!(
+        left.iter().all(|(body, _)| !finished.contains(body)),
+        "a finished message was not acknowledged"
+    );
+}
