@@ -1,7 +1,8 @@
 #![cfg(feature = "rabbitmq")]
 //! The consumer on a real RabbitMQ, with the transactional inbox on PostgreSQL: each order's
 //! effect (a `processed_orders` row) happens once through duplicates, a killed worker,
-//! handler errors, two workers, a store outage and a graceful shutdown. Each test has queues and tables of its own.
+//! handler errors, two workers, a store outage and a graceful shutdown. Each test has queues
+//! and tables of its own.
 
 use std::time::Duration;
 
