@@ -263,6 +263,24 @@ pub fn order(
         .json(&body)
 }
 
+/// Sends `POST /orders` with `key` and the JSON `body` on a connection of its own, and closes
+/// the connection 200 ms later, while the request is still running (its claim held): a client
+/// that went away.
+pub async fn abandon_order(app: &App, key: &str, body: &str) {
+    let request = format!(
+        "POST /orders HTTP/1.1\r\nhost: t\r\nidempotency-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(app.server.addr)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+}
+
 /// The response's status, headers and body text.
 pub async fn read(response: reqwest::Response) -> (StatusCode, HeaderMap, String) {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();

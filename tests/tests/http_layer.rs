@@ -16,7 +16,7 @@ use idempotent_core::http::{IdempotencyLayer, Principal};
 use idempotent_core::store::{Claim, ClaimRequest, Forget, Lease, OwnerId, RecordState};
 use idempotent_core::{Error, IdempotencyStore, MemoryStore};
 use serde_json::json;
-use support::http::{App, assert_problem, client, order, raw_exchange, read};
+use support::http::{App, abandon_order, assert_problem, client, order, raw_exchange, read};
 
 fn memory() -> Arc<dyn IdempotencyStore> {
     Arc::new(MemoryStore::new())
@@ -674,20 +674,8 @@ async fn a_response_too_large_to_store_is_delivered_once_then_410() {
 async fn a_client_that_disconnects_mid_request_then_retries_gets_one_order() {
     let app = App::start(memory(), same).await;
     let body = br#"{"item":"gone","quantity":1,"delay_ms":1000}"#;
-    let request = format!(
-        "POST /orders HTTP/1.1\r\nhost: t\r\nidempotency-key: gone\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
-        body.len(),
-        std::str::from_utf8(body).unwrap()
-    );
-    let mut stream = tokio::net::TcpStream::connect(app.server.addr)
-        .await
-        .unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-        .await
-        .unwrap();
     // The request is running (its claim held) when the client goes away.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(stream);
+    abandon_order(&app, "gone", std::str::from_utf8(body).unwrap()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let client = client();
     let retry = client

@@ -16,7 +16,7 @@ use idempotent_core::http::IdempotencyLayer;
 use idempotent_core::{IdempotencyStore, MemoryStore};
 use idempotent_examples::orders::{self, Orders};
 use serde_json::json;
-use support::http::{App, TestServer, assert_problem, client, read};
+use support::http::{App, TestServer, abandon_order, assert_problem, client, read};
 
 /// The orders routes behind a layer on `store` like the example's, with a short ttl so that a
 /// test that fails before its clean-up leaves records that expire soon.
@@ -173,18 +173,7 @@ async fn released_and_unstored(store: Arc<dyn IdempotencyStore>) {
 
     // A client that goes away while its request runs: the retry runs at once, once.
     let body = r#"{"item":"gone","quantity":1,"delay_ms":800}"#;
-    let request = format!(
-        "POST /orders HTTP/1.1\r\nhost: t\r\nidempotency-key: gone\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(app.server.addr)
-        .await
-        .unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(stream);
+    abandon_order(&app, "gone", body).await;
     // The claim is given up in the background, long before its 30 s lease: a retry that
     // still finds it in flight tries again (bounded).
     let retry_once = || {
