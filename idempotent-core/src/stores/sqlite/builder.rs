@@ -148,8 +148,9 @@ impl SqliteStoreBuilder {
     /// [`fsync_on_commit`](Self::fsync_on_commit) do not apply: set them on the pool's
     /// `SqliteConnectOptions` (WAL journal mode lets reads proceed beside a write; the busy
     /// timeout decides how long a write waits for another writer before [`Error::Store`]).
-    /// Every write takes SQLite's write lock (`BEGIN IMMEDIATE`), so any number of
-    /// connections, and other processes on the same file, decide each key once.
+    /// Each claim decides under SQLite's write lock (one insert that the primary key
+    /// decides, or a `BEGIN IMMEDIATE` transaction), so any number of connections, and other
+    /// processes on the same file, decide each key once.
     ///
     /// Each connection of an in-memory pool (`sqlite::memory:`) has a database of its own:
     /// use [`open_in_memory`](Self::open_in_memory) for that instead.
