@@ -130,7 +130,8 @@ impl ExtractPrincipal for AuthorizationHeader {
 }
 
 /// The scope a request's key is stored under: `http:` and 64 hex characters, the key
-/// encoding's SHA-256 of the layer's scope name, the principal, the method and the path, in that order.
+/// encoding's SHA-256 of the layer's scope name, the principal, the method and the path, in
+/// that order.
 pub fn scope(layer_scope: &str, principal: &Principal, method: &Method, path: &str) -> String {
     let digest = IdempotencyKey::builder(SCOPE_DOMAIN)
         .part(layer_scope)
