@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use idempotent_core::BoxError;
+use idempotent_core::CallOptions;
 use idempotent_core::PostgresStore;
-use idempotent_core::consumer::{Message, TransactionalHandler};
+use idempotent_core::consumer::{Consumer, ConsumerBuilder, Message, TransactionalHandler};
 use idempotent_core::stores::postgres::sqlx::{self, AssertSqlSafe, PgConnection, PgPool};
 
 use super::postgres::DropTables;
@@ -63,6 +64,17 @@ pub fn orders(prefix: &str, count: usize, duplicates: f64) -> Vec<Order> {
     }
     published.extend(pending.into_iter().map(|(_, order)| order));
     published
+}
+
+/// The consumer settings of the broker tests: 16 in flight, a 2 s lease (a killed worker's
+/// claims lapse quickly), short retry pauses, and a stop after 2 s without messages.
+pub fn worker_settings(scope: &str) -> ConsumerBuilder {
+    Consumer::builder(scope)
+        .concurrency(16)
+        .call_options(CallOptions::new().lease(Duration::from_secs(2)))
+        .retry_delay(Duration::from_millis(20))
+        .max_in_flight_delay(Duration::from_millis(200))
+        .stop_when_idle(Duration::from_secs(2))
 }
 
 /// Polls `condition` every 50 ms for at most `limit`.

@@ -14,12 +14,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use idempotent_core::consumer::nats::JetStream;
 use idempotent_core::consumer::{
-    Broker, BrokerError, Consumer, ConsumerBuilder, DeadLetter, Delivery, Message, Redelivery,
-    StatsSnapshot,
+    Broker, BrokerError, Consumer, DeadLetter, Delivery, Message, Redelivery, StatsSnapshot,
 };
 use idempotent_core::{CallOptions, MemoryStore, PostgresStore};
 use support::brokers::nats::{self, DeleteStreams};
-use support::brokers::{Effects, Order, eventually, orders};
+use support::brokers::{Effects, Order, eventually, orders, worker_settings};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -66,15 +65,6 @@ fn broker(topic: &Topic) -> idempotent_core::consumer::nats::JetStreamBuilder {
         .ack_wait(Duration::from_secs(3))
 }
 
-fn settings(scope: &str) -> ConsumerBuilder {
-    Consumer::builder(scope)
-        .concurrency(16)
-        .call_options(CallOptions::new().lease(Duration::from_secs(2)))
-        .retry_delay(Duration::from_millis(20))
-        .max_in_flight_delay(Duration::from_millis(200))
-        .stop_when_idle(Duration::from_secs(2))
-}
-
 async fn run<B: Broker>(consumer: Consumer<B>) -> StatsSnapshot {
     tokio::time::timeout(LIMIT, consumer.run())
         .await
@@ -106,7 +96,7 @@ async fn each_order_takes_effect_once_through_duplicates_and_a_killed_worker() {
     assert_eq!(nats::stream_messages(&client, &topic.stream).await, 1_200);
 
     let worker = async || {
-        settings("tests.nats.orders")
+        worker_settings("tests.nats.orders")
             .key_from_json_field("order_id")
             // Past the killed worker's ack_wait, so its messages come back before this one
             // gives up.
@@ -186,7 +176,7 @@ async fn redeliveries_after_lost_acknowledgements_are_recognised_by_message_id()
         .await
         .unwrap();
     let lossy = LoseAcks(lossy);
-    let first = settings("tests.nats.redeliver")
+    let first = worker_settings("tests.nats.redeliver")
         .stop_when_idle(Duration::from_millis(500))
         .transactional(effects.store.clone(), lossy, effects.handler())
         .unwrap();
@@ -197,7 +187,7 @@ async fn redeliveries_after_lost_acknowledgements_are_recognised_by_message_id()
     // Nothing was acknowledged: every message comes back, with its id and a delivery count
     // above one, and is acknowledged as a duplicate without running.
     let redelivered = Arc::new(AtomicUsize::new(0));
-    let second = settings("tests.nats.redeliver")
+    let second = worker_settings("tests.nats.redeliver")
         .stop_when_idle(Duration::from_secs(5))
         .transactional(
             effects.store.clone(),
@@ -256,7 +246,7 @@ async fn heartbeats_keep_a_long_handler_from_being_redelivered() {
             }
         }
     };
-    let consumer = settings("tests.nats.long")
+    let consumer = worker_settings("tests.nats.long")
         .call_options(CallOptions::new().lease(Duration::from_secs(1)))
         .build(
             MemoryStore::new(),
@@ -289,7 +279,7 @@ async fn two_workers_on_one_durable_consumer_share_the_records() {
     let orders = orders("two", 400, 0.2);
     publish_with_retries(&client, &topic.subject, &orders).await;
     let worker = async || {
-        settings("tests.nats.two")
+        worker_settings("tests.nats.two")
             .key_from_json_field("order_id")
             .transactional(
                 effects.store.clone(),
@@ -329,7 +319,7 @@ async fn handler_errors_are_redelivered_and_poison_goes_to_the_dead_letter_subje
     nats::publish(&client, &topic.subject, &keyless, |_, _| None).await;
 
     let poisoned = orders[3].order_id.clone();
-    let consumer = settings("tests.nats.poison")
+    let consumer = worker_settings("tests.nats.poison")
         .max_attempts(3)
         .transactional(
             effects.store.clone(),
@@ -376,7 +366,7 @@ async fn a_store_outage_mid_stream_acknowledges_nothing_that_did_not_commit() {
     let orders = orders("outage", 400, 0.2);
     publish_with_retries(&client, &topic.subject, &orders).await;
 
-    let consumer = settings("tests.nats.outage")
+    let consumer = worker_settings("tests.nats.outage")
         .key_from_json_field("order_id")
         .transactional(
             store,

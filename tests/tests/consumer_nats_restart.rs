@@ -10,11 +10,9 @@
 
 use std::time::Duration;
 
-use idempotent_core::CallOptions;
-use idempotent_core::consumer::Consumer;
 use idempotent_core::consumer::nats::JetStream;
 use support::brokers::nats::{self, DeleteStreams, RestartOnDrop};
-use support::brokers::{Effects, eventually, orders};
+use support::brokers::{Effects, eventually, orders, worker_settings};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -55,12 +53,8 @@ async fn each_order_takes_effect_once_through_a_server_restart() {
         .connect()
         .await
         .unwrap();
-    let consumer = Consumer::builder("tests.nats.restart")
+    let consumer = worker_settings("tests.nats.restart")
         .key_from_json_field("order_id")
-        .concurrency(16)
-        .call_options(CallOptions::new().lease(Duration::from_secs(2)))
-        .retry_delay(Duration::from_millis(20))
-        .max_in_flight_delay(Duration::from_millis(200))
         // Longer than the restart and the redelivery of what was in flight.
         .stop_when_idle(Duration::from_secs(10))
         .transactional(effects.store.clone(), broker, effects.handler())

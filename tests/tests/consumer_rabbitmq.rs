@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use idempotent_core::consumer::rabbitmq::RabbitMq;
 use idempotent_core::consumer::{Consumer, Message, StatsSnapshot};
-use idempotent_core::{CallOptions, MemoryStore, PostgresStore};
+use idempotent_core::{MemoryStore, PostgresStore};
 use support::brokers::rabbit::{self, DeleteQueues};
-use support::brokers::{Effects, eventually, orders};
+use support::brokers::{Effects, eventually, orders, worker_settings};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -21,12 +21,7 @@ async fn worker(effects: &Effects, store: &PostgresStore, queue: &str) -> Consum
         .connect()
         .await
         .expect("connect the worker");
-    Consumer::builder("tests.rabbitmq.orders")
-        .concurrency(16)
-        .call_options(CallOptions::new().lease(Duration::from_secs(2)))
-        .retry_delay(Duration::from_millis(20))
-        .max_in_flight_delay(Duration::from_millis(200))
-        .stop_when_idle(Duration::from_secs(2))
+    worker_settings("tests.rabbitmq.orders")
         .transactional(store.clone(), broker, effects.handler())
         .expect("build the worker")
 }

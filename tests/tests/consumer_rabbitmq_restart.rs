@@ -8,11 +8,9 @@
 
 use std::time::Duration;
 
-use idempotent_core::CallOptions;
-use idempotent_core::consumer::Consumer;
 use idempotent_core::consumer::rabbitmq::RabbitMq;
 use support::brokers::rabbit::{self, DeleteQueues, RestartOnDrop};
-use support::brokers::{Effects, eventually, orders};
+use support::brokers::{Effects, eventually, orders, worker_settings};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -44,11 +42,7 @@ async fn each_order_takes_effect_once_through_a_broker_restart() {
         .connect()
         .await
         .unwrap();
-    let consumer = Consumer::builder("tests.rabbitmq.restart")
-        .concurrency(16)
-        .call_options(CallOptions::new().lease(Duration::from_secs(2)))
-        .retry_delay(Duration::from_millis(20))
-        .max_in_flight_delay(Duration::from_millis(200))
+    let consumer = worker_settings("tests.rabbitmq.restart")
         // Longer than the restart: the queue is quiet while the broker is down.
         .stop_when_idle(Duration::from_secs(10))
         .transactional(effects.store.clone(), broker, effects.handler())
