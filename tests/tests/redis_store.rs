@@ -974,6 +974,24 @@ async fn a_store_from_the_applications_client_opens_its_own_connection() {
 }
 
 #[tokio::test]
+async fn a_prefix_with_braces_is_invalid_input_before_any_connection() {
+    // The port is closed: a connection attempt would be a store error, not InvalidInput.
+    for prefix in ["", "tenant{1}"] {
+        match RedisStore::builder()
+            .key_prefix(prefix)
+            .connect("redis://127.0.0.1:1/")
+            .await
+        {
+            Err(Error::InvalidInput { reason }) => {
+                assert!(reason.contains("redis key prefix"), "{prefix:?}: {reason}")
+            }
+            Err(other) => panic!("{prefix:?}: expected Error::InvalidInput, got {other:?}"),
+            Ok(_) => panic!("{prefix:?}: connected"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_malformed_url_is_invalid_input_before_any_connection() {
     for url in [
         "http://127.0.0.1:6379/",

@@ -110,6 +110,17 @@ impl Connection {
     }
 }
 
+/// Checks a key-name prefix: not empty, and no `{` or `}` (a key's hash tag must be the first
+/// braces in its name). `what` names the setting in the error.
+pub(crate) fn check_prefix(what: &str, prefix: &str) -> Result<(), Error> {
+    if prefix.is_empty() || prefix.contains(['{', '}']) {
+        return Err(Error::InvalidInput {
+            reason: format!("{what} {prefix:?} must be non-empty and contain no `{{` or `}}`"),
+        });
+    }
+    Ok(())
+}
+
 /// rustls needs a process-wide crypto provider to make a TLS connection: install ring's
 /// unless the application installed one (whichever thread installs first wins; any is fine).
 #[cfg(feature = "redis-tls")]
@@ -156,7 +167,23 @@ pub(crate) fn timed_out(after: Duration) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::tls_unavailable;
+    use super::{check_prefix, tls_unavailable};
+    use crate::error::Error;
+
+    #[test]
+    fn prefixes_must_be_non_empty_and_free_of_braces() {
+        for bad in ["", "{idem", "idem}", "a{b}c"] {
+            match check_prefix("cache prefix", bad) {
+                Err(Error::InvalidInput { reason }) => {
+                    assert!(reason.starts_with("cache prefix"), "{reason}")
+                }
+                other => panic!("{bad:?}: expected InvalidInput, got {other:?}"),
+            }
+        }
+        for good in ["idem", "idem:tenant-1", "a b"] {
+            assert!(check_prefix("cache prefix", good).is_ok(), "{good:?}");
+        }
+    }
 
     #[test]
     fn a_tls_url_without_tls_support_names_the_feature() {

@@ -9,7 +9,7 @@ use crate::error::Error;
 #[cfg(doc)]
 use crate::store::IdempotencyStore;
 use crate::store::time::millis_ceil;
-use crate::stores::redis_connection::{Connection, Settings, Source};
+use crate::stores::redis_connection::{Connection, Settings, Source, check_prefix};
 
 const DEFAULT_KEY_PREFIX: &str = "idem";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,14 +98,7 @@ impl RedisStoreBuilder {
     }
 
     async fn finish(self, source: Source<'_>) -> Result<RedisStore, Error> {
-        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err(Error::InvalidInput {
-                reason: format!(
-                    "redis key prefix {:?} must be non-empty and contain no `{{` or `}}`",
-                    self.prefix
-                ),
-            });
-        }
+        check_prefix("redis key prefix", &self.prefix)?;
         let connection = Connection::open(
             source,
             Settings {

@@ -8,7 +8,7 @@ use super::authority::Authority;
 use super::{Inner, TieredStore};
 use crate::error::Error;
 use crate::stores::postgres::PostgresStore;
-use crate::stores::redis_connection::{Connection, Settings, Source};
+use crate::stores::redis_connection::{Connection, Settings, Source, check_prefix};
 
 /// Builder for [`TieredStore`].
 #[derive(Debug, Clone)]
@@ -93,14 +93,7 @@ impl TieredStoreBuilder {
         durable: PostgresStore,
         source: Source<'_>,
     ) -> Result<TieredStore, Error> {
-        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err(Error::InvalidInput {
-                reason: format!(
-                    "cache prefix {:?} must be non-empty and contain no `{{` or `}}`",
-                    self.prefix
-                ),
-            });
-        }
+        check_prefix("cache prefix", &self.prefix)?;
         let authority = Authority::read(&durable).await?;
         tracing::debug!(
             server = authority.server,
